@@ -1,0 +1,93 @@
+# A whole NVFlare federation: one server, an admin and a client per name in
+# var.clients. `terraform apply` writes a startup kit per participant to
+# ./kits/; the root CA and private keys stay in ./.flare-ca/ (mode 0600).
+
+terraform {
+  required_providers {
+    flare = {
+      source = "flarekit/flare"
+    }
+  }
+}
+
+provider "flare" {}
+
+variable "clients" {
+  description = "Client (site) names; adding one issues one certificate and writes one kit."
+  type        = list(string)
+  default     = ["site-1", "site-2"]
+}
+
+variable "kits_dir" {
+  description = "Where the startup kits are written."
+  type        = string
+  default     = "kits"
+}
+
+variable "ca_dir" {
+  description = "Where the root CA key and the participants' keys are kept."
+  type        = string
+  default     = ".flare-ca"
+}
+
+resource "flare_project" "quickstart" {
+  name        = "quickstart"
+  description = "NVFlare quickstart federation"
+  ca = {
+    dir = var.ca_dir
+  }
+}
+
+resource "flare_server" "server1" {
+  project_id     = flare_project.quickstart.id
+  name           = "server1"
+  org            = "nvidia"
+  fed_learn_port = 8002
+  admin_port     = 8003
+}
+
+resource "flare_admin" "admin" {
+  project_id = flare_project.quickstart.id
+  name       = "admin@nvidia.com"
+  org        = "nvidia"
+  role       = "project_admin"
+}
+
+resource "flare_client" "site" {
+  for_each   = toset(var.clients)
+  project_id = flare_project.quickstart.id
+  name       = each.key
+  org        = "nvidia"
+}
+
+resource "flare_startup_kit" "server" {
+  participant = flare_server.server1.descriptor
+  output_dir  = var.kits_dir
+}
+
+resource "flare_startup_kit" "admin" {
+  participant = flare_admin.admin.descriptor
+  server      = flare_server.server1.descriptor
+  output_dir  = var.kits_dir
+}
+
+resource "flare_startup_kit" "site" {
+  for_each    = flare_client.site
+  participant = each.value.descriptor
+  server      = flare_server.server1.descriptor
+  output_dir  = var.kits_dir
+}
+
+output "kits" {
+  description = "Startup kit directories by participant."
+  value = merge(
+    { (flare_server.server1.name) = flare_startup_kit.server.kit_dir },
+    { (flare_admin.admin.name) = flare_startup_kit.admin.kit_dir },
+    { for name, k in flare_startup_kit.site : name => k.kit_dir },
+  )
+}
+
+output "root_ca_fingerprint" {
+  description = "SHA-256 of the project's root certificate."
+  value       = flare_project.quickstart.root_ca_fingerprint
+}

@@ -1,0 +1,243 @@
+// Package kit lays out an NVFlare startup kit: the file set, its contents
+// and modes, signature.json, and writing it to disk atomically.
+//
+// The layout follows what NVFlare 2.7's provisioner writes (startup/,
+// local/, transfer/; both startup/ and local/ signed), so the runtime
+// starts from our kits unchanged.
+package kit
+
+import (
+	"bytes"
+	"crypto"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"text/template"
+
+	"github.com/flarekit/terraform-provider-flare/internal/project"
+)
+
+//go:embed templates/*
+var templateFS embed.FS
+
+var templates = template.Must(template.New("kit").Funcs(template.FuncMap{
+	"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	},
+}).ParseFS(templateFS, "templates/*"))
+
+// File is one file of a kit, with its path relative to the kit root.
+type File struct {
+	Path string
+	Mode fs.FileMode
+	Data []byte
+}
+
+// Kit is a participant's complete startup kit, in memory.
+type Kit struct {
+	Name  string // directory name: the participant's name
+	Files []File // sorted by Path
+	Dirs  []string
+}
+
+// Input is everything a kit is made from.
+type Input struct {
+	Project     string
+	Participant project.Participant
+	// Server is required for every kit: clients, admins and relays dial it.
+	Server project.Participant
+	// Relay is the relay a client connects through (its connect_to).
+	Relay *project.Participant
+
+	RootCAPEM []byte
+	CertPEM   []byte
+	KeyPEM    []byte
+	// Signer holds the root CA key; it signs signature.json.
+	Signer crypto.Signer
+}
+
+// Communication defaults NVFlare's provisioner writes.
+const (
+	scheme  = "http"
+	connSec = "mtls"
+)
+
+// Mode bits. NVFlare leaves keys world-readable under a common umask; we
+// keep them to the owner, which the runtime (running as that owner) reads
+// the same.
+const (
+	modeFile   fs.FileMode = 0o644
+	modeScript fs.FileMode = 0o755
+	modeKey    fs.FileMode = 0o600
+)
+
+type templateData struct {
+	Project    string
+	Self       project.Participant
+	Server     project.Participant
+	Relay      *project.Participant
+	Scheme     string
+	ConnSec    string
+	SPEndPoint string
+	Module     string
+	FedFile    string
+	UID        string
+	KeyFile    string
+}
+
+// Build makes the kit in memory and signs it.
+func Build(in Input) (*Kit, error) {
+	p := in.Participant
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("participant: %w", err)
+	}
+	if in.Server.Type != project.TypeServer {
+		return nil, fmt.Errorf("server: the kit needs the project's server, got a %q", in.Server.Type)
+	}
+	if p.Type == project.TypeServer && p.Name != in.Server.Name {
+		return nil, fmt.Errorf("server kit for %q was given server %q", p.Name, in.Server.Name)
+	}
+	if p.Type == project.TypeClient && p.ConnectTo != "" {
+		if in.Relay == nil {
+			return nil, fmt.Errorf("client %q connects to relay %q: pass that relay's descriptor as relay", p.Name, p.ConnectTo)
+		}
+		if in.Relay.Name != p.ConnectTo || in.Relay.Type != project.TypeRelay {
+			return nil, fmt.Errorf("client %q connects to relay %q but was given %s %q", p.Name, p.ConnectTo, in.Relay.Type, in.Relay.Name)
+		}
+	}
+	if in.Signer == nil {
+		return nil, fmt.Errorf("no root CA signer for signature.json")
+	}
+
+	d := templateData{
+		Project: in.Project, Self: p, Server: in.Server, Relay: in.Relay,
+		Scheme: scheme, ConnSec: connSec,
+		SPEndPoint: fmt.Sprintf("%s:%d:%d", in.Server.ServerHost(), in.Server.FedLearnPort, in.Server.AdminPort),
+	}
+	// The server listens under its own name; everyone else dials its host.
+	if p.Type == project.TypeServer {
+		d.SPEndPoint = fmt.Sprintf("%s:%d:%d", p.Name, p.FedLearnPort, p.AdminPort)
+	}
+
+	b := &builder{data: &d}
+	certBase := "client"
+	switch p.Type {
+	case project.TypeServer:
+		certBase = "server"
+		d.Module, d.FedFile = "nvflare.private.fed.app.server.server_train", "fed_server.json"
+	case project.TypeClient:
+		d.Module, d.FedFile, d.UID = "nvflare.private.fed.app.client.client_train", "fed_client.json", p.Name
+	case project.TypeRelay:
+		d.Module, d.FedFile, d.UID = "nvflare.private.fed.app.relay.relay", "fed_relay.json", p.Name
+	}
+	d.KeyFile = "startup/" + certBase + ".key"
+
+	b.raw("startup/rootCA.pem", modeFile, in.RootCAPEM)
+	b.raw("startup/"+certBase+".crt", modeFile, in.CertPEM)
+	b.raw("startup/"+certBase+".key", modeKey, in.KeyPEM)
+
+	switch p.Type {
+	case project.TypeServer, project.TypeClient, project.TypeRelay:
+		b.render("startup/"+d.FedFile, modeFile, d.FedFile+".tmpl")
+		b.render("startup/start.sh", modeScript, "start.sh.tmpl")
+		b.render("startup/sub_start.sh", modeScript, "sub_start.sh.tmpl")
+		b.render("startup/stop_fl.sh", modeScript, "stop_fl.sh.tmpl")
+		b.copy("local/log_config.json.default", "log_config.json.default")
+	case project.TypeAdmin:
+		b.render("startup/fed_admin.json", modeFile, "fed_admin.json.tmpl")
+		b.render("startup/fl_admin.sh", modeScript, "fl_admin.sh.tmpl")
+		b.render("startup/readme.txt", modeFile, "readme.txt.tmpl")
+		b.copy("local/resources.json.default", "admin_resources.json.default")
+	}
+	switch p.Type {
+	case project.TypeServer:
+		b.render("readme.txt", modeFile, "readme.txt.tmpl")
+		b.copy("local/resources.json.default", "server_resources.json.default")
+	case project.TypeClient:
+		b.render("readme.txt", modeFile, "readme.txt.tmpl")
+		b.render("local/resources.json.default", modeFile, "client_resources.json.default.tmpl")
+		if in.Relay != nil {
+			b.render("local/relay__resources.json", modeFile, "relay__resources.json.tmpl")
+			b.render("local/comm_config.json", modeFile, "client_comm_config.json.tmpl")
+		}
+	case project.TypeRelay:
+		// The relay both dials the server (client.*) and listens for
+		// clients (server.*); one certificate naming it serves both.
+		b.raw("startup/server.crt", modeFile, in.CertPEM)
+		b.raw("startup/server.key", modeKey, in.KeyPEM)
+		b.render("local/comm_config.json", modeFile, "relay_comm_config.json.tmpl")
+	}
+	if p.Type == project.TypeServer || p.Type == project.TypeClient {
+		b.copy("local/authorization.json.default", "authorization.json.default")
+		b.copy("local/privacy.json.sample", "privacy.json.sample")
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+
+	k := &Kit{Name: p.Name, Files: b.files, Dirs: []string{"startup", "local", "transfer"}}
+	for _, dir := range []string{"startup", "local"} {
+		sig, err := SignFolder(k.filesIn(dir), in.Signer)
+		if err != nil {
+			return nil, fmt.Errorf("signing %s/: %w", dir, err)
+		}
+		k.Files = append(k.Files, File{Path: dir + "/" + SignatureFile, Mode: modeFile, Data: sig})
+	}
+	sort.Slice(k.Files, func(i, j int) bool { return k.Files[i].Path < k.Files[j].Path })
+	return k, nil
+}
+
+// filesIn returns the files directly inside dir.
+func (k *Kit) filesIn(dir string) []File {
+	var out []File
+	for _, f := range k.Files {
+		if path.Dir(f.Path) == dir {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// File returns the kit file at rel, or nil.
+func (k *Kit) File(rel string) *File {
+	for i := range k.Files {
+		if k.Files[i].Path == rel {
+			return &k.Files[i]
+		}
+	}
+	return nil
+}
+
+type builder struct {
+	data  *templateData
+	files []File
+	err   error
+}
+
+func (b *builder) raw(p string, mode fs.FileMode, data []byte) {
+	b.files = append(b.files, File{Path: p, Mode: mode, Data: data})
+}
+
+func (b *builder) render(p string, mode fs.FileMode, tmpl string) {
+	if b.err != nil {
+		return
+	}
+	var buf bytes.Buffer
+	if err := templates.ExecuteTemplate(&buf, tmpl, b.data); err != nil {
+		b.err = fmt.Errorf("rendering %s: %w", p, err)
+		return
+	}
+	b.raw(p, mode, buf.Bytes())
+}
+
+func (b *builder) copy(p, name string) {
+	data, err := templateFS.ReadFile("templates/" + name)
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	b.raw(p, modeFile, data)
+}

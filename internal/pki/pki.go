@@ -1,0 +1,246 @@
+// Package pki makes the keys and certificates of an NVFlare federation.
+//
+// Every signature goes through a crypto.Signer so the root CA key can live in
+// a local file or stay inside Vault Transit. NVFlare verifies certificates
+// with PKCS#1 v1.5 over SHA-256, so certificates are always signed that way.
+package pki
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1" //nolint:gosec // key identifier only
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+)
+
+// ParticipantKeyBits is the RSA size NVFlare's provisioner uses for every key.
+const ParticipantKeyBits = 2048
+
+// oidUnstructuredName is PKCS#9 unstructuredName: NVFlare stores the
+// participant's role there and reads it back at runtime for authorization.
+var oidUnstructuredName = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 2}
+
+// Subject is the identity NVFlare reads from a certificate.
+type Subject struct {
+	CommonName   string // participant name (an email for admins)
+	Organization string // org, used by org-scoped authorization rules
+	Role         string // project_admin, org_admin, lead, member, or empty
+}
+
+func (s Subject) name() pkix.Name {
+	n := pkix.Name{CommonName: s.CommonName}
+	if s.Organization != "" {
+		n.Organization = []string{s.Organization}
+	}
+	if s.Role != "" {
+		n.ExtraNames = append(n.ExtraNames, pkix.AttributeTypeAndValue{Type: oidUnstructuredName, Value: s.Role})
+	}
+	return n
+}
+
+// RoleOf returns the role NVFlare would read from cert, or "".
+func RoleOf(cert *x509.Certificate) string {
+	for _, atv := range cert.Subject.Names {
+		if atv.Type.Equal(oidUnstructuredName) {
+			if s, ok := atv.Value.(string); ok {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+// CA is a root certificate plus the signer that holds its private key.
+type CA struct {
+	Cert   *x509.Certificate
+	Signer crypto.Signer
+}
+
+// GenerateKey makes an RSA key of the size NVFlare uses.
+func GenerateKey() (*rsa.PrivateKey, error) {
+	return rsa.GenerateKey(rand.Reader, ParticipantKeyBits)
+}
+
+// Validity is a certificate's lifetime window.
+type Validity struct {
+	NotBefore time.Time
+	NotAfter  time.Time
+}
+
+// Backdate is how far before "now" a certificate becomes valid, so hosts with
+// slightly skewed clocks accept a fresh certificate.
+const Backdate = 5 * time.Minute
+
+// ValidityFor returns a window of days starting now.
+func ValidityFor(now time.Time, days int) Validity {
+	start := now.UTC().Add(-Backdate).Truncate(time.Second)
+	return Validity{NotBefore: start, NotAfter: now.UTC().Truncate(time.Second).AddDate(0, 0, days)}
+}
+
+// NewRootCA self-signs a root certificate for project with signer's key.
+func NewRootCA(signer crypto.Signer, project string, v Validity) (*x509.Certificate, error) {
+	rsaPub, ok := signer.Public().(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("root CA key must be RSA (NVFlare verifies RSA signatures), got %T", signer.Public())
+	}
+	ski, err := subjectKeyID(rsaPub)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               Subject{CommonName: project}.name(),
+		NotBefore:             v.NotBefore,
+		NotAfter:              v.NotAfter,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        false,
+		MaxPathLen:            -1,
+		// NVFlare's root carries these usages and its own name as a SAN.
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment | x509.KeyUsageKeyEncipherment |
+			x509.KeyUsageDataEncipherment | x509.KeyUsageKeyAgreement | x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		DNSNames:           []string{project},
+		SubjectKeyId:       ski,
+		AuthorityKeyId:     ski,
+		SignatureAlgorithm: x509.SHA256WithRSA,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, rsaPub, signer)
+	if err != nil {
+		return nil, fmt.Errorf("self-signing root CA for project %q: %w", project, err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+// LeafRequest describes a participant certificate.
+type LeafRequest struct {
+	Subject   Subject
+	PublicKey *rsa.PublicKey
+	// DNSNames go into subjectAltName; NVFlare puts the participant name
+	// there, and for servers its host names too.
+	DNSNames []string
+	Validity Validity
+}
+
+// Issue signs a participant certificate with the CA.
+func (ca CA) Issue(req LeafRequest) (*x509.Certificate, error) {
+	if req.PublicKey == nil {
+		return nil, errors.New("issue certificate: no public key")
+	}
+	if req.Subject.CommonName == "" {
+		return nil, errors.New("issue certificate: empty common name")
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	ski, err := subjectKeyID(req.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:       serial,
+		Subject:            req.Subject.name(),
+		NotBefore:          req.Validity.NotBefore,
+		NotAfter:           req.Validity.NotAfter,
+		DNSNames:           req.DNSNames,
+		SubjectKeyId:       ski,
+		AuthorityKeyId:     ca.Cert.SubjectKeyId,
+		SignatureAlgorithm: x509.SHA256WithRSA,
+		// No key usage extensions, as NVFlare: a participant is TLS server
+		// and client in its mTLS links.
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, req.PublicKey, ca.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("signing certificate for %q: %w", req.Subject.CommonName, err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+func randomSerial() (*big.Int, error) {
+	// 159 bits like cryptography's random_serial_number: positive, < 2^159.
+	limit := new(big.Int).Lsh(big.NewInt(1), 159)
+	n, err := rand.Int(rand.Reader, limit)
+	if err != nil {
+		return nil, fmt.Errorf("random serial: %w", err)
+	}
+	return n.Add(n, big.NewInt(1)), nil
+}
+
+func subjectKeyID(pub *rsa.PublicKey) ([]byte, error) {
+	// RFC 5280 §4.2.1.2 method 1; SHA-1 here is an identifier, not a security use.
+	sum := sha1.Sum(x509.MarshalPKCS1PublicKey(pub))
+	return sum[:], nil
+}
+
+// CertPEM encodes a certificate.
+func CertPEM(cert *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+}
+
+// KeyPEM encodes an RSA private key as PKCS#1 ("RSA PRIVATE KEY"), the
+// form NVFlare writes.
+func KeyPEM(key *rsa.PrivateKey) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+}
+
+// ParseCertPEM decodes one PEM certificate.
+func ParseCertPEM(data []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM CERTIFICATE block found")
+	}
+	return x509.ParseCertificate(block.Bytes)
+}
+
+// ParseKeyPEM decodes an RSA private key in PKCS#8 or PKCS#1 PEM.
+func ParseKeyPEM(data []byte) (*rsa.PrivateKey, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("no PEM block found")
+	}
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		return x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		rk, ok := k.(*rsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("private key is %T, want RSA", k)
+		}
+		return rk, nil
+	}
+	return nil, fmt.Errorf("unexpected PEM block %q, want a private key", block.Type)
+}
+
+// CertFingerprint is the hex SHA-256 of the certificate's DER.
+func CertFingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// KeyFingerprint is the hex SHA-256 of the public key's SubjectPublicKeyInfo,
+// so a key can be identified in state without storing it.
+func KeyFingerprint(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}

@@ -1,0 +1,51 @@
+package provider
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+
+	"github.com/flarekit/terraform-provider-flare/internal/project"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+)
+
+type x509Cert = x509.Certificate
+
+var basetypesObjectAsOptions = basetypes.ObjectAsOptions{}
+
+// now is the clock every certificate decision uses; tests move it to check
+// renewal windows without waiting.
+var now = time.Now
+
+// stringCheck adapts a plain Go check to a plan-time attribute validator, so
+// the rules live once in internal/project and Terraform reports them
+// against the attribute at plan time.
+type stringCheck struct {
+	summary string
+	desc    string
+	check   func(string) error
+}
+
+var _ validator.String = stringCheck{}
+
+func (v stringCheck) Description(context.Context) string         { return v.desc }
+func (v stringCheck) MarkdownDescription(context.Context) string { return v.desc }
+
+func (v stringCheck) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() {
+		return
+	}
+	if err := v.check(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, v.summary, fmt.Sprintf("%s: %v", req.Path, err))
+	}
+}
+
+var hostNameCheck = stringCheck{summary: "Invalid Host Name", desc: "a DNS name",
+	check: project.ValidateHostName}
+
+// listOfHostNames applies hostNameCheck to every element.
+var listOfHostNames = listvalidator.ValueStringsAre(hostNameCheck)

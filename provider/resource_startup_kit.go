@@ -1,0 +1,370 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
+	"github.com/flarekit/terraform-provider-flare/internal/project"
+)
+
+var (
+	_ resource.ResourceWithImportState    = (*startupKitResource)(nil)
+	_ resource.ResourceWithModifyPlan     = (*startupKitResource)(nil)
+	_ resource.ResourceWithValidateConfig = (*startupKitResource)(nil)
+)
+
+// NewStartupKitResource is the flare_startup_kit factory.
+func NewStartupKitResource() resource.Resource { return &startupKitResource{} }
+
+type startupKitResource struct{}
+
+type startupKitModel struct {
+	ID          types.String `tfsdk:"id"`
+	Participant types.String `tfsdk:"participant"`
+	Server      types.String `tfsdk:"server"`
+	Relay       types.String `tfsdk:"relay"`
+	OutputDir   types.String `tfsdk:"output_dir"`
+	Archive     types.String `tfsdk:"archive"`
+	KitDir      types.String `tfsdk:"kit_dir"`
+	KitSHA256   types.String `tfsdk:"kit_sha256"`
+	ArchivePath types.String `tfsdk:"archive_path"`
+}
+
+// privateWrittenDigest remembers what apply wrote, so Read's view of the
+// disk can be compared with it: kit signatures are randomised (PSS), so the
+// digest cannot be recomputed from the inputs.
+const privateWrittenDigest = "written_kit_sha256"
+
+func (r *startupKitResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_startup_kit"
+}
+
+func (r *startupKitResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	keep := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+	descriptor := stringCheck{summary: "Invalid Participant Descriptor", desc: "a participant's descriptor",
+		check: func(s string) error { _, err := parseDescriptor(s); return err }}
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "Writes one participant's NVFlare startup kit to `<output_dir>/<name>/`: `startup/` " +
+			"(root CA, the participant's certificate and key, `fed_*.json`, start scripts, `signature.json`), " +
+			"`local/` (resources, authorization, privacy and log defaults, `signature.json`) and `transfer/`, " +
+			"as `nvflare provision` (2.7) lays it out. The kit is written to a temporary directory and swapped " +
+			"in with one rename. Any edit to a kit file outside Terraform shows up in the next plan and is " +
+			"repaired by apply.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "The kit directory."},
+			"participant": schema.StringAttribute{
+				Required: true, Validators: []validator.String{descriptor},
+				MarkdownDescription: "The `descriptor` of the `flare_server`, `flare_client`, `flare_admin` or `flare_relay` this kit is for.",
+			},
+			"server": schema.StringAttribute{
+				Optional: true, Validators: []validator.String{descriptor},
+				MarkdownDescription: "The `descriptor` of the project's `flare_server`. Required for client, admin and relay kits.",
+			},
+			"relay": schema.StringAttribute{
+				Optional: true, Validators: []validator.String{descriptor},
+				MarkdownDescription: "The `descriptor` of the `flare_relay` a client's `connect_to` names.",
+			},
+			"output_dir": schema.StringAttribute{
+				Required: true, PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+				Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
+				MarkdownDescription: "Directory that holds the kits; this kit goes into `<output_dir>/<participant name>/`.",
+			},
+			"archive": schema.StringAttribute{
+				Optional: true, Computed: true, Default: stringdefault.StaticString(kit.ArchiveNone),
+				Validators:          []validator.String{stringvalidator.OneOf(kit.ArchiveNone, kit.ArchiveTGZ, kit.ArchiveZIP)},
+				MarkdownDescription: "Also pack the kit as `<output_dir>/<name>.tgz` or `.zip` (mode 0600: it holds the private key). `none` (default), `tgz` or `zip`.",
+			},
+			"kit_dir": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "Path of the written kit."},
+			"kit_sha256": schema.StringAttribute{
+				Computed:            true,
+				MarkdownDescription: "Digest of every file's path, mode and content in the kit as on disk. It changes when a kit file is edited, added or deleted outside Terraform.",
+			},
+			"archive_path": schema.StringAttribute{Computed: true, MarkdownDescription: "Path of the archive, or null when `archive` is `none`."},
+		},
+	}
+}
+
+func parseDescriptor(s string) (Descriptor, error) {
+	var d Descriptor
+	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return d, fmt.Errorf("not a participant descriptor (use flare_<type>.<name>.descriptor): %v", err)
+	}
+	if d.ProjectID == "" || d.Participant.Name == "" || d.CertPEM == "" || d.KeyFile == "" {
+		return d, errors.New("descriptor lacks project_id, participant, cert_pem or key_file: use flare_<type>.<name>.descriptor")
+	}
+	return d, nil
+}
+
+func (r *startupKitResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var m startupKitModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
+	if resp.Diagnostics.HasError() || m.Participant.IsUnknown() || m.Participant.IsNull() {
+		return
+	}
+	self, err := parseDescriptor(m.Participant.ValueString())
+	if err != nil {
+		return // the attribute validator reported it
+	}
+	p := self.Participant
+	if p.Type != project.TypeServer && m.Server.IsNull() {
+		resp.Diagnostics.AddAttributeError(path.Root("server"), "Missing Server",
+			fmt.Sprintf("server: a %s kit needs the server's address; set server = flare_server.<name>.descriptor", p.Type))
+	}
+	if p.Type == project.TypeServer && !m.Server.IsNull() {
+		resp.Diagnostics.AddAttributeError(path.Root("server"), "Unexpected Server",
+			"server: a server kit describes itself; remove the server argument")
+	}
+	if m.Server.IsUnknown() || m.Server.IsNull() {
+		// nothing more to compare
+	} else if srv, err := parseDescriptor(m.Server.ValueString()); err == nil {
+		if srv.Participant.Type != project.TypeServer {
+			resp.Diagnostics.AddAttributeError(path.Root("server"), "Not A Server",
+				fmt.Sprintf("server: got the descriptor of %s %q; use flare_server.<name>.descriptor", srv.Participant.Type, srv.Participant.Name))
+		} else if srv.ProjectID != self.ProjectID {
+			resp.Diagnostics.AddAttributeError(path.Root("server"), "Server Of Another Project",
+				fmt.Sprintf("server: %q belongs to project %s, but %q to %s; both must share one flare_project", srv.Participant.Name, srv.ProjectID, p.Name, self.ProjectID))
+		}
+	}
+	switch {
+	case m.Relay.IsUnknown():
+	case p.ConnectTo != "" && m.Relay.IsNull():
+		resp.Diagnostics.AddAttributeError(path.Root("relay"), "Missing Relay",
+			fmt.Sprintf("relay: client %q connects to relay %q; set relay = flare_relay.<name>.descriptor", p.Name, p.ConnectTo))
+	case p.ConnectTo == "" && !m.Relay.IsNull():
+		resp.Diagnostics.AddAttributeError(path.Root("relay"), "Unexpected Relay",
+			fmt.Sprintf("relay: %s %q has no connect_to; remove relay or set connect_to on the client", p.Type, p.Name))
+	case !m.Relay.IsNull():
+		rel, err := parseDescriptor(m.Relay.ValueString())
+		if err != nil {
+			return
+		}
+		if rel.Participant.Type != project.TypeRelay || rel.Participant.Name != p.ConnectTo || rel.ProjectID != self.ProjectID {
+			resp.Diagnostics.AddAttributeError(path.Root("relay"), "Wrong Relay",
+				fmt.Sprintf("relay: client %q connects to relay %q of its project, but got %s %q of %s", p.Name, p.ConnectTo, rel.Participant.Type, rel.Participant.Name, rel.ProjectID))
+		}
+	}
+}
+
+// ModifyPlan plans a rewrite when the kit on disk is no longer what apply wrote.
+func (r *startupKitResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	var state startupKitModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	written, diags := req.Private.GetKey(ctx, privateWrittenDigest)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() || written == nil {
+		return
+	}
+	var want string
+	if err := json.Unmarshal(written, &want); err != nil || want == state.KitSHA256.ValueString() {
+		return
+	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("kit_sha256"), types.StringUnknown())...)
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("archive_path"), types.StringUnknown())...)
+}
+
+func (r *startupKitResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan startupKitModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	r.write(ctx, &plan, resp.Private, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+}
+
+func (r *startupKitResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state startupKitModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	r.write(ctx, &plan, resp.Private, &resp.Diagnostics)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	// A renamed participant or a dropped archive leaves old files behind.
+	if state.KitDir.ValueString() != plan.KitDir.ValueString() {
+		_ = os.RemoveAll(state.KitDir.ValueString())
+	}
+	if !state.ArchivePath.IsNull() && state.ArchivePath.ValueString() != plan.ArchivePath.ValueString() {
+		_ = os.Remove(state.ArchivePath.ValueString())
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+}
+
+// privateState is the part of the framework's private state write uses.
+type privateState interface {
+	SetKey(ctx context.Context, key string, value []byte) diag.Diagnostics
+}
+
+// write builds, signs and writes the kit described by m, filling m's
+// computed attributes.
+func (r *startupKitResource) write(ctx context.Context, m *startupKitModel, priv privateState, diags *diag.Diagnostics) {
+	in, err := kitInput(m)
+	if err != nil {
+		diags.AddError("Cannot Prepare Startup Kit", err.Error())
+		return
+	}
+	k, err := kit.Build(in)
+	if err != nil {
+		diags.AddError("Cannot Build Startup Kit", err.Error())
+		return
+	}
+	dir, err := k.Write(m.OutputDir.ValueString())
+	if err != nil {
+		diags.AddAttributeError(path.Root("output_dir"), "Cannot Write Startup Kit", err.Error())
+		return
+	}
+	m.ArchivePath = types.StringNull()
+	if a := m.Archive.ValueString(); a != kit.ArchiveNone {
+		p, err := k.WriteArchive(m.OutputDir.ValueString(), a)
+		if err != nil {
+			diags.AddAttributeError(path.Root("archive"), "Cannot Write Kit Archive", err.Error())
+			return
+		}
+		m.ArchivePath = types.StringValue(p)
+	}
+	digest := k.Digest()
+	m.ID, m.KitDir, m.KitSHA256 = types.StringValue(dir), types.StringValue(dir), types.StringValue(digest)
+	b, _ := json.Marshal(digest)
+	diags.Append(priv.SetKey(ctx, privateWrittenDigest, b)...)
+}
+
+// kitInput gathers the kit's inputs: descriptors from the plan, the root
+// CA and the participant's key from the project's CA directory.
+func kitInput(m *startupKitModel) (kit.Input, error) {
+	self, err := parseDescriptor(m.Participant.ValueString())
+	if err != nil {
+		return kit.Input{}, fmt.Errorf("participant: %w", err)
+	}
+	in := kit.Input{Participant: self.Participant, Server: self.Participant, CertPEM: []byte(self.CertPEM)}
+	if !m.Server.IsNull() {
+		srv, err := parseDescriptor(m.Server.ValueString())
+		if err != nil {
+			return in, fmt.Errorf("server: %w", err)
+		}
+		in.Server = srv.Participant
+	}
+	if !m.Relay.IsNull() {
+		rel, err := parseDescriptor(m.Relay.ValueString())
+		if err != nil {
+			return in, fmt.Errorf("relay: %w", err)
+		}
+		in.Relay = &rel.Participant
+	}
+	store, err := storeFromProjectID(self.ProjectID)
+	if err != nil {
+		return in, err
+	}
+	ca, err := store.Load()
+	if err != nil {
+		return in, err
+	}
+	in.Project, in.Signer, in.RootCAPEM = ca.Cert.Subject.CommonName, ca.Signer, pki.CertPEM(ca.Cert)
+	keyPEM, err := os.ReadFile(self.KeyFile)
+	if err != nil {
+		return in, fmt.Errorf("participant key: %w (re-apply the %s resource to issue a new key)", err, self.Participant.Type)
+	}
+	key, err := pki.ParseKeyPEM(keyPEM)
+	if err != nil {
+		return in, fmt.Errorf("participant key %s: %w", self.KeyFile, err)
+	}
+	cert, err := pki.ParseCertPEM(in.CertPEM)
+	if err != nil {
+		return in, fmt.Errorf("participant certificate: %w", err)
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return in, fmt.Errorf("%s does not match %q's certificate: the key was replaced outside Terraform; refresh and apply to re-issue", self.KeyFile, self.Participant.Name)
+	}
+	if err := cert.CheckSignatureFrom(ca.Cert); err != nil {
+		return in, fmt.Errorf("%q's certificate is not signed by the project's root CA: %w", self.Participant.Name, err)
+	}
+	in.KeyPEM = pki.KeyPEM(key)
+	return in, nil
+}
+
+func (r *startupKitResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state startupKitModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	dir := state.KitDir.ValueString()
+	digest, err := kit.DigestDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		digest = "absent"
+	case err != nil:
+		resp.Diagnostics.AddError("Cannot Read Startup Kit", err.Error())
+		return
+	}
+	if state.ArchivePath.ValueString() != "" {
+		if _, err := os.Stat(state.ArchivePath.ValueString()); errors.Is(err, fs.ErrNotExist) {
+			digest += "+archive-absent"
+		}
+	}
+	state.KitSHA256 = types.StringValue(digest)
+	if state.OutputDir.IsNull() { // import
+		state.OutputDir = types.StringValue(filepath.Dir(dir))
+		state.Archive = types.StringValue(kit.ArchiveNone)
+		state.ArchivePath = types.StringNull()
+		b, _ := json.Marshal(digest)
+		resp.Diagnostics.Append(resp.Private.SetKey(ctx, privateWrittenDigest, b)...)
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
+}
+
+func (r *startupKitResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state startupKitModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if err := os.RemoveAll(state.KitDir.ValueString()); err != nil {
+		resp.Diagnostics.AddError("Cannot Remove Startup Kit", err.Error())
+	}
+	if p := state.ArchivePath.ValueString(); p != "" {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			resp.Diagnostics.AddError("Cannot Remove Kit Archive", err.Error())
+		}
+	}
+}
+
+// ImportState takes the kit directory. The participant, server and relay
+// arguments come from configuration; the next apply rewrites the kit from them.
+func (r *startupKitResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	if _, err := os.Stat(filepath.Join(req.ID, "startup")); err != nil {
+		resp.Diagnostics.AddError("Not A Startup Kit", fmt.Sprintf("%s has no startup/ folder: give the kit directory, e.g. kits/site-1", req.ID))
+		return
+	}
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), req.ID)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("kit_dir"), req.ID)...)
+}
