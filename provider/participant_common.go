@@ -212,8 +212,7 @@ func (r *participantResource) ValidateConfig(ctx context.Context, req resource.V
 }
 
 // ModifyPlan computes the descriptor ahead of apply (so kits see exactly
-// what changes), refuses a name already taken in the project, and plans a
-// new certificate once it is due for renewal.
+// what changes) and plans a new certificate once it is due for renewal.
 func (r *participantResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() {
 		return // destroy
@@ -223,8 +222,9 @@ func (r *participantResource) ModifyPlan(ctx context.Context, req resource.Modif
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	// A name taken by another resource is caught by Create: at plan time a
+	// replacement's create half looks the same as a duplicate.
 	if req.State.Raw.IsNull() {
-		r.checkNameFree(plan, resp)
 		return
 	}
 	state, diags := readCommon(ctx, req.State)
@@ -257,22 +257,6 @@ func (r *participantResource) ModifyPlan(ctx context.Context, req resource.Modif
 // values read as zero, and a descriptor built from zeros would be wrong.
 func participantKnown(p project.Participant) bool { return p.Name != "" }
 
-func (r *participantResource) checkNameFree(plan participantCommon, resp *resource.ModifyPlanResponse) {
-	if plan.ProjectID.IsUnknown() || plan.Name.IsUnknown() {
-		return
-	}
-	store, err := storeFromProjectID(plan.ProjectID.ValueString())
-	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("project_id"), "Invalid Project ID", err.Error())
-		return
-	}
-	if _, err := os.Stat(store.ParticipantKeyPath(plan.Name.ValueString())); err == nil {
-		resp.Diagnostics.AddAttributeError(path.Root("name"), "Duplicate Participant Name",
-			fmt.Sprintf("name: %q is already a participant of this project (%s exists). Names must be unique in a project across servers, clients, admins and relays; choose another name, or import the existing participant with `terraform import`.",
-				plan.Name.ValueString(), store.ParticipantKeyPath(plan.Name.ValueString())))
-	}
-}
-
 func renewalDue(notAfter string, earlyDays int64) bool {
 	t, err := time.Parse(time.RFC3339, notAfter)
 	if err != nil {
@@ -299,7 +283,8 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 	}
 	if _, err := os.Stat(store.ParticipantKeyPath(p.Name)); err == nil {
 		resp.Diagnostics.AddAttributeError(path.Root("name"), "Duplicate Participant Name",
-			fmt.Sprintf("name: %q is already a participant of this project; names must be unique across servers, clients, admins and relays.", p.Name))
+			fmt.Sprintf("name: %q is already a participant of this project (%s exists). Names must be unique across servers, clients, admins and relays: choose another name, or import the existing participant with `terraform import` (id %s@%s).",
+				p.Name, store.ParticipantKeyPath(p.Name), p.Name, c.ProjectID.ValueString()))
 		return
 	}
 	ca, err := store.Load()

@@ -24,6 +24,24 @@ variable "kits_dir" {
   default     = "kits"
 }
 
+variable "server_host" {
+  description = "Host name clients and admins dial to reach the server; null means the server's name."
+  type        = string
+  default     = null
+}
+
+variable "fed_learn_port" {
+  description = "Server port for clients."
+  type        = number
+  default     = 8002
+}
+
+variable "admin_port" {
+  description = "Server port for admin consoles."
+  type        = number
+  default     = 8003
+}
+
 variable "ca_dir" {
   description = "Where the root CA key and the participants' keys are kept."
   type        = string
@@ -42,8 +60,9 @@ resource "flare_server" "server1" {
   project_id     = flare_project.quickstart.id
   name           = "server1"
   org            = "nvidia"
-  fed_learn_port = 8002
-  admin_port     = 8003
+  default_host   = var.server_host
+  fed_learn_port = var.fed_learn_port
+  admin_port     = var.admin_port
 }
 
 resource "flare_admin" "admin" {
