@@ -107,6 +107,8 @@ func (r *participantResource) Schema(_ context.Context, _ resource.SchemaRequest
 		"project_id": schema.StringAttribute{
 			Required: true, PlanModifiers: replace,
 			MarkdownDescription: "`flare_project.<name>.id`: the CA that signs this participant.",
+			Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
+				check: func(s string) error { _, err := storeFromProjectID(s); return err }}},
 		},
 		"name": schema.StringAttribute{
 			Required: true, PlanModifiers: replace,

@@ -100,7 +100,9 @@ func (sameAsFedLearnPort) Description(context.Context) string {
 	return "defaults to fed_learn_port"
 }
 
-func (m sameAsFedLearnPort) MarkdownDescription(ctx context.Context) string { return m.Description(ctx) }
+func (m sameAsFedLearnPort) MarkdownDescription(ctx context.Context) string {
+	return m.Description(ctx)
+}
 
 func (sameAsFedLearnPort) PlanModifyInt64(ctx context.Context, req planmodifier.Int64Request, resp *planmodifier.Int64Response) {
 	if !req.ConfigValue.IsNull() {

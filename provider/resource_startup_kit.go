@@ -116,54 +116,65 @@ func parseDescriptor(s string) (Descriptor, error) {
 	return d, nil
 }
 
+// ValidateConfig checks the descriptors against each other when they are
+// known at plan time; on first create they are not, and write runs the same
+// checks before touching the disk.
 func (r *startupKitResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
 	var m startupKitModel
 	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
-	if resp.Diagnostics.HasError() || m.Participant.IsUnknown() || m.Participant.IsNull() {
+	if resp.Diagnostics.HasError() || m.Participant.IsUnknown() || m.Server.IsUnknown() || m.Relay.IsUnknown() {
 		return
 	}
-	self, err := parseDescriptor(m.Participant.ValueString())
-	if err != nil {
-		return // the attribute validator reported it
+	if _, _, _, err := m.descriptors(); err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root(err.Field), "Invalid Startup Kit Inputs", err.Error())
+	}
+}
+
+// descriptors parses and cross-checks participant, server and relay.
+func (m *startupKitModel) descriptors() (self, server Descriptor, relay *Descriptor, ferr *project.FieldError) {
+	fail := func(field, format string, args ...any) (Descriptor, Descriptor, *Descriptor, *project.FieldError) {
+		return self, server, nil, &project.FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	var err error
+	if self, err = parseDescriptor(m.Participant.ValueString()); err != nil {
+		return fail("participant", "%v", err)
 	}
 	p := self.Participant
-	if p.Type != project.TypeServer && m.Server.IsNull() {
-		resp.Diagnostics.AddAttributeError(path.Root("server"), "Missing Server",
-			fmt.Sprintf("server: a %s kit needs the server's address; set server = flare_server.<name>.descriptor", p.Type))
-	}
-	if p.Type == project.TypeServer && !m.Server.IsNull() {
-		resp.Diagnostics.AddAttributeError(path.Root("server"), "Unexpected Server",
-			"server: a server kit describes itself; remove the server argument")
-	}
-	if m.Server.IsUnknown() || m.Server.IsNull() {
-		// nothing more to compare
-	} else if srv, err := parseDescriptor(m.Server.ValueString()); err == nil {
-		if srv.Participant.Type != project.TypeServer {
-			resp.Diagnostics.AddAttributeError(path.Root("server"), "Not A Server",
-				fmt.Sprintf("server: got the descriptor of %s %q; use flare_server.<name>.descriptor", srv.Participant.Type, srv.Participant.Name))
-		} else if srv.ProjectID != self.ProjectID {
-			resp.Diagnostics.AddAttributeError(path.Root("server"), "Server Of Another Project",
-				fmt.Sprintf("server: %q belongs to project %s, but %q to %s; both must share one flare_project", srv.Participant.Name, srv.ProjectID, p.Name, self.ProjectID))
+	server = self
+	switch {
+	case p.Type != project.TypeServer && m.Server.IsNull():
+		return fail("server", "a %s kit needs the server's address; set server = flare_server.<name>.descriptor", p.Type)
+	case p.Type == project.TypeServer && !m.Server.IsNull():
+		return fail("server", "a server kit describes itself; remove the server argument")
+	case !m.Server.IsNull():
+		if server, err = parseDescriptor(m.Server.ValueString()); err != nil {
+			return fail("server", "%v", err)
+		}
+		if server.Participant.Type != project.TypeServer {
+			return fail("server", "got the descriptor of %s %q; use flare_server.<name>.descriptor", server.Participant.Type, server.Participant.Name)
+		}
+		if server.ProjectID != self.ProjectID {
+			return fail("server", "server %q belongs to project %s, but %s %q to %s; both must share one flare_project",
+				server.Participant.Name, server.ProjectID, p.Type, p.Name, self.ProjectID)
 		}
 	}
 	switch {
-	case m.Relay.IsUnknown():
 	case p.ConnectTo != "" && m.Relay.IsNull():
-		resp.Diagnostics.AddAttributeError(path.Root("relay"), "Missing Relay",
-			fmt.Sprintf("relay: client %q connects to relay %q; set relay = flare_relay.<name>.descriptor", p.Name, p.ConnectTo))
+		return fail("relay", "client %q connects to relay %q; set relay = flare_relay.<name>.descriptor", p.Name, p.ConnectTo)
 	case p.ConnectTo == "" && !m.Relay.IsNull():
-		resp.Diagnostics.AddAttributeError(path.Root("relay"), "Unexpected Relay",
-			fmt.Sprintf("relay: %s %q has no connect_to; remove relay or set connect_to on the client", p.Type, p.Name))
+		return fail("relay", "%s %q has no connect_to; remove relay, or set connect_to on the client", p.Type, p.Name)
 	case !m.Relay.IsNull():
 		rel, err := parseDescriptor(m.Relay.ValueString())
 		if err != nil {
-			return
+			return fail("relay", "%v", err)
 		}
 		if rel.Participant.Type != project.TypeRelay || rel.Participant.Name != p.ConnectTo || rel.ProjectID != self.ProjectID {
-			resp.Diagnostics.AddAttributeError(path.Root("relay"), "Wrong Relay",
-				fmt.Sprintf("relay: client %q connects to relay %q of its project, but got %s %q of %s", p.Name, p.ConnectTo, rel.Participant.Type, rel.Participant.Name, rel.ProjectID))
+			return fail("relay", "client %q connects to relay %q of its project, but got %s %q of %s",
+				p.Name, p.ConnectTo, rel.Participant.Type, rel.Participant.Name, rel.ProjectID)
 		}
+		relay = &rel
 	}
+	return self, server, relay, nil
 }
 
 // ModifyPlan plans a rewrite when the kit on disk is no longer what apply wrote.
@@ -261,24 +272,13 @@ func (r *startupKitResource) write(ctx context.Context, m *startupKitModel, priv
 // kitInput gathers the kit's inputs: descriptors from the plan, the root
 // CA and the participant's key from the project's CA directory.
 func kitInput(m *startupKitModel) (kit.Input, error) {
-	self, err := parseDescriptor(m.Participant.ValueString())
-	if err != nil {
-		return kit.Input{}, fmt.Errorf("participant: %w", err)
+	self, server, relay, ferr := m.descriptors()
+	if ferr != nil {
+		return kit.Input{}, ferr
 	}
-	in := kit.Input{Participant: self.Participant, Server: self.Participant, CertPEM: []byte(self.CertPEM)}
-	if !m.Server.IsNull() {
-		srv, err := parseDescriptor(m.Server.ValueString())
-		if err != nil {
-			return in, fmt.Errorf("server: %w", err)
-		}
-		in.Server = srv.Participant
-	}
-	if !m.Relay.IsNull() {
-		rel, err := parseDescriptor(m.Relay.ValueString())
-		if err != nil {
-			return in, fmt.Errorf("relay: %w", err)
-		}
-		in.Relay = &rel.Participant
+	in := kit.Input{Participant: self.Participant, Server: server.Participant, CertPEM: []byte(self.CertPEM)}
+	if relay != nil {
+		in.Relay = &relay.Participant
 	}
 	store, err := storeFromProjectID(self.ProjectID)
 	if err != nil {
