@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/boolplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
@@ -139,7 +139,7 @@ func (r *participantResource) Schema(_ context.Context, _ resource.SchemaRequest
 		"key_file":         schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "Path of the private key (mode 0600) in the project's CA directory."},
 		"not_after":        schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "RFC 3339 time the certificate expires."},
 		"ready_for_renewal": schema.BoolAttribute{
-			Computed: true, Default: booldefault.StaticBool(false),
+			Computed: true, PlanModifiers: []planmodifier.Bool{boolplanmodifier.UseStateForUnknown()},
 			MarkdownDescription: "True when the certificate is within `early_renewal_days` of expiry; the next apply replaces it.",
 		},
 		"descriptor": schema.StringAttribute{
@@ -235,7 +235,9 @@ func (r *participantResource) ModifyPlan(ctx context.Context, req resource.Modif
 		return
 	}
 	if renewalDue(state.NotAfter.ValueString(), plan.EarlyRenewalDays.ValueInt64()) {
-		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("ready_for_renewal"), true)...)
+		// Unknown differs from the state's value, which is what makes
+		// Terraform honour RequiresReplace.
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("ready_for_renewal"), types.BoolUnknown())...)
 		resp.RequiresReplace = append(resp.RequiresReplace, path.Root("ready_for_renewal"))
 		return
 	}
