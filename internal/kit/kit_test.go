@@ -1,0 +1,287 @@
+package kit
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
+	"github.com/flarekit/terraform-provider-flare/internal/project"
+)
+
+var (
+	server = project.Participant{Type: project.TypeServer, Name: "server1", Org: "nvidia", FedLearnPort: 8002, AdminPort: 8003}
+	client = project.Participant{Type: project.TypeClient, Name: "site-1", Org: "nvidia", NumGPUs: 1, MemPerGPUInGiB: 8}
+	admin  = project.Participant{Type: project.TypeAdmin, Name: "admin@nvidia.com", Org: "nvidia", Role: "project_admin"}
+	relay  = project.Participant{Type: project.TypeRelay, Name: "relay-1", Org: "nvidia", Port: 8102}
+)
+
+type fixture struct {
+	ca pki.CA
+}
+
+func newFixture(t *testing.T) fixture {
+	key, err := pki.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.NewRootCA(key, "proj", pki.ValidityFor(time.Now(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixture{ca: pki.CA{Cert: cert, Signer: key}}
+}
+
+func (f fixture) input(t *testing.T, p project.Participant) Input {
+	key, _ := pki.GenerateKey()
+	cert, err := f.ca.Issue(pki.LeafRequest{Subject: pki.Subject{CommonName: p.Name, Organization: p.Org, Role: p.CertRole()}, PublicKey: &key.PublicKey, Validity: pki.ValidityFor(time.Now(), 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Input{Project: "proj", Participant: p, Server: server, RootCAPEM: pki.CertPEM(f.ca.Cert), CertPEM: pki.CertPEM(cert), KeyPEM: pki.KeyPEM(key), Signer: f.ca.Signer}
+}
+
+func paths(k *Kit) []string {
+	var out []string
+	for _, f := range k.Files {
+		out = append(out, f.Path)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// The file sets NVFlare 2.7's provisioner writes for each type.
+func TestFileSets(t *testing.T) {
+	f := newFixture(t)
+	want := map[project.Type]string{
+		project.TypeServer: "local/authorization.json.default local/log_config.json.default local/privacy.json.sample local/resources.json.default local/signature.json readme.txt startup/fed_server.json startup/rootCA.pem startup/server.crt startup/server.key startup/signature.json startup/start.sh startup/stop_fl.sh startup/sub_start.sh",
+		project.TypeClient: "local/authorization.json.default local/log_config.json.default local/privacy.json.sample local/resources.json.default local/signature.json readme.txt startup/client.crt startup/client.key startup/fed_client.json startup/rootCA.pem startup/signature.json startup/start.sh startup/stop_fl.sh startup/sub_start.sh",
+		project.TypeAdmin:  "local/resources.json.default local/signature.json startup/client.crt startup/client.key startup/fed_admin.json startup/fl_admin.sh startup/readme.txt startup/rootCA.pem startup/signature.json",
+		project.TypeRelay:  "local/comm_config.json local/log_config.json.default local/signature.json startup/client.crt startup/client.key startup/fed_relay.json startup/rootCA.pem startup/server.crt startup/server.key startup/signature.json startup/start.sh startup/stop_fl.sh startup/sub_start.sh",
+	}
+	for _, p := range []project.Participant{server, client, admin, relay} {
+		k, err := Build(f.input(t, p))
+		if err != nil {
+			t.Fatalf("%s: %v", p.Type, err)
+		}
+		if got := strings.Join(paths(k), " "); got != want[p.Type] {
+			t.Errorf("%s files:\n got %s\nwant %s", p.Type, got, want[p.Type])
+		}
+		for _, file := range k.Files {
+			wantMode := os.FileMode(0o644)
+			switch {
+			case strings.HasSuffix(file.Path, ".sh"):
+				wantMode = 0o755
+			case strings.HasSuffix(file.Path, ".key"):
+				wantMode = 0o600
+			}
+			if file.Mode != wantMode {
+				t.Errorf("%s %s mode %o, want %o", p.Type, file.Path, file.Mode, wantMode)
+			}
+			if strings.HasSuffix(file.Path, ".json") || strings.HasSuffix(file.Path, ".default") || strings.HasSuffix(file.Path, ".sample") {
+				if !json.Valid(file.Data) {
+					t.Errorf("%s %s is not valid JSON", p.Type, file.Path)
+				}
+			}
+		}
+	}
+}
+
+func TestClientConfigContents(t *testing.T) {
+	f := newFixture(t)
+	k, err := Build(f.input(t, client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fed struct {
+		Servers []struct {
+			Name     string `json:"name"`
+			Identity string `json:"identity"`
+		} `json:"servers"`
+		Client struct {
+			Fqsn   string `json:"fqsn"`
+			ConSec string `json:"connection_security"`
+		} `json:"client"`
+		Overseer struct {
+			Args struct {
+				SP string `json:"sp_end_point"`
+			} `json:"args"`
+		} `json:"overseer_agent"`
+	}
+	if err := json.Unmarshal(k.File("startup/fed_client.json").Data, &fed); err != nil {
+		t.Fatal(err)
+	}
+	if fed.Servers[0].Name != "proj" || fed.Servers[0].Identity != "server1" || fed.Client.Fqsn != "site-1" ||
+		fed.Client.ConSec != "mtls" || fed.Overseer.Args.SP != "server1:8002:8003" {
+		t.Errorf("fed_client.json: %+v", fed)
+	}
+	sub := string(k.File("startup/sub_start.sh").Data)
+	if !strings.Contains(sub, "nvflare.private.fed.app.client.client_train -m \"$WORKSPACE\" -s fed_client.json --set secure_train=true uid=site-1 org=nvidia config_folder=config") {
+		t.Errorf("sub_start.sh lacks the client command line:\n%s", sub)
+	}
+	res := string(k.File("local/resources.json.default").Data)
+	if !strings.Contains(res, `"num_of_gpus": 1,`) || !strings.Contains(res, `"mem_per_gpu_in_GiB": 8`) {
+		t.Errorf("capacity missing from resources.json.default:\n%s", res)
+	}
+}
+
+func TestBuildRejects(t *testing.T) {
+	f := newFixture(t)
+	in := f.input(t, client)
+	in.Server = admin
+	if _, err := Build(in); err == nil || !strings.Contains(err.Error(), "needs the project's server") {
+		t.Errorf("client kit with an admin as server: %v", err)
+	}
+	behind := client
+	behind.ConnectTo = "relay-1"
+	in = f.input(t, behind)
+	if _, err := Build(in); err == nil || !strings.Contains(err.Error(), "pass that relay's descriptor") {
+		t.Errorf("client behind a relay without the relay: %v", err)
+	}
+	other := relay
+	other.Name = "relay-2"
+	in.Relay = &other
+	if _, err := Build(in); err == nil || !strings.Contains(err.Error(), `connects to relay "relay-1" but was given relay "relay-2"`) {
+		t.Errorf("wrong relay: %v", err)
+	}
+}
+
+// verifySignatures checks signature.json with crypto/rsa directly, not
+// with this package's VerifyFolder.
+func verifySignatures(t *testing.T, dir string, root *x509.Certificate) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "signature.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(raw), `{"`) || strings.Contains(string(raw), "\n") || !strings.Contains(string(raw), `": "`) {
+		t.Errorf("%s is not in json.dump's layout: %.60s", dir, raw)
+	}
+	var sigs map[string]string
+	if err := json.Unmarshal(raw, &sigs); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(sigs) != len(entries)-1 {
+		t.Errorf("%s: %d signatures for %d files", dir, len(sigs), len(entries)-1)
+	}
+	for _, e := range entries {
+		if e.Name() == "signature.json" {
+			continue
+		}
+		data, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		sig, _ := base64.StdEncoding.DecodeString(sigs[e.Name()])
+		sum := sha256.Sum256(data)
+		if err := rsa.VerifyPSS(root.PublicKey.(*rsa.PublicKey), crypto.SHA256, sum[:], sig, &rsa.PSSOptions{SaltLength: 222, Hash: crypto.SHA256}); err != nil {
+			t.Errorf("%s/%s: %v", dir, e.Name(), err)
+		}
+	}
+}
+
+func TestWriteSignVerifyAndDrift(t *testing.T) {
+	f := newFixture(t)
+	out := t.TempDir()
+	for _, p := range []project.Participant{server, client, admin, relay} {
+		k, err := Build(f.input(t, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir, err := k.Write(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sub := range []string{"startup", "local"} {
+			verifySignatures(t, filepath.Join(dir, sub), f.ca.Cert)
+			if err := VerifyFolder(filepath.Join(dir, sub), f.ca.Cert); err != nil {
+				t.Errorf("VerifyFolder(%s): %v", sub, err)
+			}
+		}
+		if info, err := os.Stat(filepath.Join(dir, "transfer")); err != nil || !info.IsDir() {
+			t.Errorf("%s: no transfer/ folder", p.Name)
+		}
+		got, err := DigestDir(dir)
+		if err != nil || got != k.Digest() {
+			t.Fatalf("%s: digest on disk %s (%v) != written %s", p.Name, got, err, k.Digest())
+		}
+	}
+
+	dir := filepath.Join(out, "site-1")
+	clean, _ := DigestDir(dir)
+	target := filepath.Join(dir, "startup", "fed_client.json")
+	data, _ := os.ReadFile(target)
+	data[10] ^= 1
+	os.WriteFile(target, data, 0o644)
+	if d, _ := DigestDir(dir); d == clean {
+		t.Error("a changed byte did not change the digest")
+	}
+	if err := VerifyFolder(filepath.Join(dir, "startup"), f.ca.Cert); err == nil {
+		t.Error("a changed byte still verifies")
+	}
+	data[10] ^= 1
+	os.WriteFile(target, data, 0o644)
+	os.Chmod(target, 0o600)
+	if d, _ := DigestDir(dir); d == clean {
+		t.Error("a mode change did not change the digest")
+	}
+	os.WriteFile(filepath.Join(dir, "local", "extra.json"), []byte("{}"), 0o644)
+	if err := VerifyFolder(filepath.Join(dir, "local"), f.ca.Cert); err == nil {
+		t.Error("an unsigned extra file still verifies")
+	}
+}
+
+func TestRewriteReplacesWholeKit(t *testing.T) {
+	f := newFixture(t)
+	out := t.TempDir()
+	k1, _ := Build(f.input(t, client))
+	dir, err := k1.Write(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "local", "stray"), []byte("x"), 0o644)
+	k2, _ := Build(f.input(t, client))
+	if _, err := k2.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "local", "stray")); !os.IsNotExist(err) {
+		t.Error("a stray file survived the rewrite")
+	}
+	if d, _ := DigestDir(dir); d != k2.Digest() {
+		t.Error("rewritten kit differs from the second build")
+	}
+	entries, _ := os.ReadDir(out)
+	if len(entries) != 1 {
+		t.Errorf("temporary directories left behind: %v", entries)
+	}
+}
+
+func TestWriteFailureKeepsOldKit(t *testing.T) {
+	f := newFixture(t)
+	out := t.TempDir()
+	k, _ := Build(f.input(t, client))
+	dir, err := k.Write(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := DigestDir(dir)
+	// A file whose parent is itself a file cannot be written.
+	broken := &Kit{Name: "site-1", Files: []File{{Path: "startup/a", Mode: 0o644}, {Path: "startup/a/b", Mode: 0o644}}}
+	if _, err := broken.Write(out); err == nil {
+		t.Fatal("broken kit was written")
+	}
+	if after, _ := DigestDir(dir); after != before {
+		t.Error("a failed write changed the existing kit")
+	}
+	entries, _ := os.ReadDir(out)
+	if len(entries) != 1 {
+		t.Errorf("temporary directories left behind: %v", entries)
+	}
+}
