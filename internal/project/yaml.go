@@ -26,6 +26,10 @@ type yamlParticipant struct {
 	Role         string   `yaml:"role"`
 	ConnectTo    string   `yaml:"connect_to"`
 	Port         int      `yaml:"port"`
+	Capacity     struct {
+		NumOfGPUs      int     `yaml:"num_of_gpus"`
+		MemPerGPUInGiB float64 `yaml:"mem_per_gpu_in_GiB"`
+	} `yaml:"capacity"`
 }
 
 // SupportedAPIVersion is the project.yml schema NVFlare 2.4+ writes.
@@ -60,6 +64,7 @@ func ParseFile(data []byte) (*File, error) {
 			Type: Type(rp.Type), Name: rp.Name, Org: rp.Org,
 			FedLearnPort: rp.FedLearnPort, AdminPort: rp.AdminPort, HostNames: rp.HostNames, DefaultHost: rp.DefaultHost,
 			Role: rp.Role, ConnectTo: rp.ConnectTo, Port: rp.Port,
+			NumGPUs: rp.Capacity.NumOfGPUs, MemPerGPUInGiB: rp.Capacity.MemPerGPUInGiB,
 		}
 		if p.Type == TypeServer {
 			p.FedLearnPort = orDefault(p.FedLearnPort, DefaultFedLearnPort)

@@ -10,14 +10,14 @@ func TestParseFile(t *testing.T) {
 name: p
 participants:
   - {name: server1, type: server, org: nvidia, fed_learn_port: 9000}
-  - {name: site-1, type: client, org: nvidia}
+  - {name: site-1, type: client, org: nvidia, capacity: {num_of_gpus: 2, mem_per_gpu_in_GiB: 40}}
   - {name: admin@nvidia.com, type: admin, org: nvidia, role: lead}
 `
 	f, err := ParseFile([]byte(base))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Participants) != 3 || f.Participants[0].AdminPort != 9000 {
+	if len(f.Participants) != 3 || f.Participants[0].AdminPort != 9000 || f.Participants[1].NumGPUs != 2 || f.Participants[1].MemPerGPUInGiB != 40 {
 		t.Fatalf("got %+v", f.Participants)
 	}
 	bad := map[string]string{

@@ -1,0 +1,2 @@
+# Import an existing CA directory made by this provider.
+terraform import flare_project.example .flare-ca
