@@ -417,6 +417,8 @@ func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest
 		resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("org"), p.Org)...)
 		resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("validity_days"), validityDaysOf(cert))...)
 		resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("early_renewal_days"), int64(0))...)
+		c, diags = readCommon(ctx, resp.State)
+		resp.Diagnostics.Append(diags...)
 		if resp.Diagnostics.HasError() {
 			return
 		}
@@ -425,9 +427,6 @@ func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return
-	}
-	if importing {
-		p.Org = cert.Subject.Organization[0]
 	}
 	resp.Diagnostics.Append(r.setCertState(ctx, &resp.State, c.ProjectID.ValueString(), p, cert, store)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("ready_for_renewal"),
