@@ -1,26 +1,103 @@
 package provider
 
 import (
+	"context"
+	"crypto/rsa"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/flarekit/terraform-provider-flare/internal/localca"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
+	"github.com/flarekit/terraform-provider-flare/internal/vaultca"
 )
 
 // A project's id names where its CA lives, so participants and kits that
-// hold only the id can reach the signer: "local:<dir>" for the embedded CA.
-const localRefPrefix = "local:"
+// hold only the id can reach the signer:
+//
+//	local:<dir>                                   embedded CA, key in <dir>
+//	vault_transit:<dir>#<mount>/<key>@v<version>  key in Vault Transit
+//
+// <dir> holds the root certificate and the participants' keys either way.
+const (
+	localRefPrefix = "local:"
+	vaultRefPrefix = "vault_transit:"
+)
 
-func localProjectID(dir string) string {
-	return localRefPrefix + filepath.Clean(dir)
+// caRef is a parsed project id.
+type caRef struct {
+	Dir   string
+	Vault *vaultKeyRef // nil for the local backend
 }
 
-// storeFromProjectID resolves a project_id to its CA store.
-func storeFromProjectID(id string) (localca.Store, error) {
-	dir, ok := strings.CutPrefix(id, localRefPrefix)
-	if !ok || dir == "" {
-		return localca.Store{}, fmt.Errorf("project_id %q is not a flare_project id: use flare_project.<name>.id (ids look like %q)", id, localRefPrefix+".flare-ca")
+type vaultKeyRef struct {
+	Mount   string
+	Key     string
+	Version int
+}
+
+func (r caRef) ID() string {
+	if r.Vault == nil {
+		return localRefPrefix + filepath.Clean(r.Dir)
 	}
-	return localca.Store{Dir: dir}, nil
+	return fmt.Sprintf("%s%s#%s/%s@v%d", vaultRefPrefix, filepath.Clean(r.Dir), r.Vault.Mount, r.Vault.Key, r.Vault.Version)
+}
+
+func (r caRef) store() localca.Store { return localca.Store{Dir: r.Dir} }
+
+func parseProjectID(id string) (caRef, error) {
+	bad := fmt.Errorf("project_id %q is not a flare_project id: use flare_project.<name>.id (ids look like %q or %q)",
+		id, localRefPrefix+".flare-ca", vaultRefPrefix+".flare-ca#transit/flare-root@v1")
+	if dir, ok := strings.CutPrefix(id, localRefPrefix); ok {
+		if dir == "" {
+			return caRef{}, bad
+		}
+		return caRef{Dir: dir}, nil
+	}
+	rest, ok := strings.CutPrefix(id, vaultRefPrefix)
+	if !ok {
+		return caRef{}, bad
+	}
+	dir, key, ok := strings.Cut(rest, "#")
+	at := strings.LastIndex(key, "@v")
+	slash := strings.LastIndex(key, "/")
+	if !ok || dir == "" || at < 0 || slash <= 0 || slash > at {
+		return caRef{}, bad
+	}
+	version, err := strconv.Atoi(key[at+2:])
+	if err != nil || version < 1 {
+		return caRef{}, bad
+	}
+	return caRef{Dir: dir, Vault: &vaultKeyRef{Mount: key[:slash], Key: key[slash+1 : at], Version: version}}, nil
+}
+
+// storeFromProjectID resolves a project_id to its CA directory.
+func storeFromProjectID(id string) (localca.Store, error) {
+	ref, err := parseProjectID(id)
+	return ref.store(), err
+}
+
+// loadCA returns the project's root certificate with a signer for its key,
+// wherever the key lives.
+func (d *providerData) loadCA(ctx context.Context, ref caRef) (pki.CA, error) {
+	if ref.Vault == nil {
+		return ref.store().Load()
+	}
+	cert, err := ref.store().LoadCert()
+	if err != nil {
+		return pki.CA{}, err
+	}
+	client, err := d.vaultClient(ctx)
+	if err != nil {
+		return pki.CA{}, err
+	}
+	signer, err := vaultca.NewSigner(ctx, client, ref.Vault.Mount, ref.Vault.Key, ref.Vault.Version)
+	if err != nil {
+		return pki.CA{}, err
+	}
+	if pub, ok := cert.PublicKey.(*rsa.PublicKey); !ok || !pub.Equal(signer.Public()) {
+		return pki.CA{}, fmt.Errorf("%s does not belong to Vault key %s version %d", ref.store().RootCertPath(), signer.KeyPath(), ref.Vault.Version)
+	}
+	return pki.CA{Cert: cert, Signer: signer}, nil
 }

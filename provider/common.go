@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
 	"github.com/flarekit/terraform-provider-flare/internal/project"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 )
@@ -49,3 +51,35 @@ var hostNameCheck = stringCheck{summary: "Invalid Host Name", desc: "a DNS name"
 
 // listOfHostNames applies hostNameCheck to every element.
 var listOfHostNames = listvalidator.ValueStringsAre(hostNameCheck)
+
+// withProviderData gives a resource the provider's configuration.
+type withProviderData struct {
+	data *providerData
+}
+
+func (w *withProviderData) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	if req.ProviderData == nil {
+		return // validation runs before the provider is configured
+	}
+	d, ok := req.ProviderData.(*providerData)
+	if !ok {
+		resp.Diagnostics.AddError("Unexpected Resource Configure Type",
+			fmt.Sprintf("Expected *providerData, got: %T. Please report this issue to the provider developers.", req.ProviderData))
+		return
+	}
+	w.data = d
+}
+
+// ca loads the CA a project id names.
+func (w *withProviderData) ca(ctx context.Context, projectID string) (pki.CA, caRef, error) {
+	ref, err := parseProjectID(projectID)
+	if err != nil {
+		return pki.CA{}, ref, err
+	}
+	d := w.data
+	if d == nil {
+		d = &providerData{}
+	}
+	ca, err := d.loadCA(ctx, ref)
+	return ca, ref, err
+}

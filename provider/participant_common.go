@@ -57,6 +57,7 @@ var (
 )
 
 type participantResource struct {
+	withProviderData
 	kind participantKind
 }
 
@@ -291,7 +292,7 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 				p.Name, store.ParticipantKeyPath(p.Name), p.Name, c.ProjectID.ValueString()))
 		return
 	}
-	ca, err := store.Load()
+	ca, _, err := r.ca(ctx, c.ProjectID.ValueString())
 	if err != nil {
 		resp.Diagnostics.AddError("Cannot Load Project CA", err.Error())
 		return
@@ -395,8 +396,9 @@ func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest
 		resp.State.RemoveResource(ctx)
 		return
 	}
-	root, err := store.Load()
-	if errors.Is(err, localca.ErrNoCA) || (err == nil && cert.CheckSignatureFrom(root.Cert) != nil) {
+	// Only the root certificate is needed here: refresh never signs.
+	root, err := store.LoadCert()
+	if errors.Is(err, localca.ErrNoCA) || (err == nil && cert.CheckSignatureFrom(root) != nil) {
 		resp.Diagnostics.AddWarning("Certificate No Longer Signed By Project CA",
 			fmt.Sprintf("The project's root CA changed or is gone; %q will get a new certificate.", name))
 		resp.State.RemoveResource(ctx)
@@ -504,6 +506,9 @@ func (r *participantResource) Delete(ctx context.Context, req resource.DeleteReq
 // ImportState takes "<name>@<project_id>", e.g. "site-1@local:.flare-ca".
 func (r *participantResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	i := strings.LastIndex(req.ID, "@"+localRefPrefix)
+	if j := strings.LastIndex(req.ID, "@"+vaultRefPrefix); j > i {
+		i = j
+	}
 	if i <= 0 {
 		resp.Diagnostics.AddError("Invalid Import ID",
 			fmt.Sprintf("import id %q must be <name>@<project_id>, for example site-1@local:.flare-ca", req.ID))

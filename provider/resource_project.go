@@ -27,17 +27,21 @@ import (
 	"github.com/flarekit/terraform-provider-flare/internal/localca"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 	"github.com/flarekit/terraform-provider-flare/internal/project"
+	"github.com/flarekit/terraform-provider-flare/internal/vaultca"
 )
 
 var (
-	_ resource.Resource                = (*projectResource)(nil)
-	_ resource.ResourceWithImportState = (*projectResource)(nil)
+	_ resource.Resource                   = (*projectResource)(nil)
+	_ resource.ResourceWithImportState    = (*projectResource)(nil)
+	_ resource.ResourceWithValidateConfig = (*projectResource)(nil)
 )
 
 // NewProjectResource is the flare_project factory.
 func NewProjectResource() resource.Resource { return &projectResource{} }
 
-type projectResource struct{}
+type projectResource struct {
+	withProviderData
+}
 
 type projectModel struct {
 	ID                types.String `tfsdk:"id"`
@@ -48,17 +52,26 @@ type projectModel struct {
 	RootCAPEM         types.String `tfsdk:"root_ca_pem"`
 	RootCAFingerprint types.String `tfsdk:"root_ca_fingerprint"`
 	RootCANotAfter    types.String `tfsdk:"root_ca_not_after"`
+	LatestKeyVersion  types.Int64  `tfsdk:"latest_key_version"`
 }
 
 type caModel struct {
-	Backend types.String `tfsdk:"backend"`
-	Dir     types.String `tfsdk:"dir"`
+	Backend      types.String `tfsdk:"backend"`
+	Dir          types.String `tfsdk:"dir"`
+	TransitMount types.String `tfsdk:"transit_mount"`
+	KeyName      types.String `tfsdk:"key_name"`
+	KeyType      types.String `tfsdk:"key_type"`
+	KeyVersion   types.Int64  `tfsdk:"key_version"`
 }
 
-var caAttrTypes = map[string]attr.Type{"backend": types.StringType, "dir": types.StringType}
+var caAttrTypes = map[string]attr.Type{
+	"backend": types.StringType, "dir": types.StringType, "transit_mount": types.StringType,
+	"key_name": types.StringType, "key_type": types.StringType, "key_version": types.Int64Type,
+}
 
 const (
 	caBackendLocal    = "local"
+	caBackendVault    = "vault_transit"
 	defaultCADir      = ".flare-ca"
 	defaultRootCADays = 3650
 )
@@ -97,21 +110,50 @@ func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 				Validators:          []validator.Int64{int64validator.Between(1, 36500)},
 			},
 			"ca": schema.SingleNestedAttribute{
-				Optional:            true,
-				Computed:            true,
-				MarkdownDescription: "Where the root CA key lives. Defaults to the embedded local CA in `.flare-ca`.",
+				Optional: true,
+				Computed: true,
+				MarkdownDescription: "Where the root CA key lives. Defaults to the embedded local CA in `.flare-ca`. " +
+					"Changing any of it makes a new CA (and so new certificates and kits).",
 				Default: objectdefault.StaticValue(types.ObjectValueMust(caAttrTypes, map[string]attr.Value{
-					"backend": types.StringValue(caBackendLocal),
-					"dir":     types.StringValue(defaultCADir),
+					"backend":       types.StringValue(caBackendLocal),
+					"dir":           types.StringValue(defaultCADir),
+					"transit_mount": types.StringNull(),
+					"key_name":      types.StringNull(),
+					"key_type":      types.StringNull(),
+					"key_version":   types.Int64Null(),
 				})),
 				PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplace()},
 				Attributes: map[string]schema.Attribute{
 					"backend": schema.StringAttribute{
+						Optional: true,
+						Computed: true,
+						Default:  stringdefault.StaticString(caBackendLocal),
+						MarkdownDescription: "CA backend. `local`: the root key is a 0600 file in `dir`. " +
+							"`vault_transit`: the root key is a non-exportable Vault Transit key (`key_name`) that never leaves Vault; " +
+							"`dir` then holds the root certificate and the participants' keys only.",
+						Validators: []validator.String{stringvalidator.OneOf(caBackendLocal, caBackendVault)},
+					},
+					"transit_mount": schema.StringAttribute{
 						Optional:            true,
-						Computed:            true,
-						Default:             stringdefault.StaticString(caBackendLocal),
-						MarkdownDescription: "CA backend. `local`: the key is a 0600 file in `dir`.",
-						Validators:          []validator.String{stringvalidator.OneOf(caBackendLocal)},
+						MarkdownDescription: "`vault_transit`: where Transit is mounted. Defaults to `transit`.",
+					},
+					"key_name": schema.StringAttribute{
+						Optional: true,
+						MarkdownDescription: "`vault_transit`: the Transit key. Created non-exportable if missing; an existing key is " +
+							"adopted only if it is non-exportable RSA without plaintext backup.",
+					},
+					"key_type": schema.StringAttribute{
+						Optional:            true,
+						MarkdownDescription: "`vault_transit`: `rsa-2048` (default), `rsa-3072` or `rsa-4096` for a new key.",
+						Validators:          []validator.String{stringvalidator.OneOf(vaultca.KeyTypeRSA2048, vaultca.KeyTypeRSA3072, vaultca.KeyTypeRSA4096)},
+					},
+					"key_version": schema.Int64Attribute{
+						Optional: true, Computed: true,
+						PlanModifiers: []planmodifier.Int64{int64planmodifier.UseStateForUnknown()},
+						MarkdownDescription: "`vault_transit`: the Transit key version the root certificate is made with. Unset: the " +
+							"latest version at creation, then pinned. After rotating the key in Vault, set it to the new version " +
+							"to roll the CA over: a new root certificate, new participant certificates and new kits.",
+						Validators: []validator.Int64{int64validator.AtLeast(1)},
 					},
 					"dir": schema.StringAttribute{
 						Optional:            true,
@@ -132,6 +174,11 @@ func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 				MarkdownDescription: "Hex SHA-256 of the root certificate's DER.",
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
+			"latest_key_version": schema.Int64Attribute{
+				Computed: true,
+				MarkdownDescription: "`vault_transit`: the Transit key's latest version, read on refresh. When it is above " +
+					"`ca.key_version` the key was rotated and the plan warns.",
+			},
 			"root_ca_not_after": schema.StringAttribute{
 				Computed:            true,
 				MarkdownDescription: "RFC 3339 time the root certificate expires.",
@@ -141,12 +188,12 @@ func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 	}
 }
 
-func (m *projectModel) caDir(ctx context.Context) (string, error) {
+func (m *projectModel) ca(ctx context.Context) (caModel, error) {
 	var ca caModel
 	if diags := m.CA.As(ctx, &ca, basetypesObjectAsOptions); diags.HasError() {
-		return "", fmt.Errorf("reading ca: %v", diags)
+		return ca, fmt.Errorf("reading ca: %v", diags)
 	}
-	return ca.Dir.ValueString(), nil
+	return ca, nil
 }
 
 func (m *projectModel) setCert(cert *x509Cert) {
@@ -155,26 +202,104 @@ func (m *projectModel) setCert(cert *x509Cert) {
 	m.RootCANotAfter = types.StringValue(cert.NotAfter.UTC().Format(time.RFC3339))
 }
 
+// ValidateConfig checks that the CA settings fit the backend.
+func (r *projectResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var m projectModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
+	if resp.Diagnostics.HasError() || m.CA.IsNull() || m.CA.IsUnknown() {
+		return
+	}
+	ca, err := m.ca(ctx)
+	if err != nil || ca.Backend.IsUnknown() {
+		return
+	}
+	caPath := path.Root("ca")
+	if ca.Backend.ValueString() == caBackendVault {
+		if ca.KeyName.IsNull() {
+			resp.Diagnostics.AddAttributeError(caPath.AtName("key_name"), "Missing Transit Key Name",
+				"ca.key_name: the vault_transit backend needs the name of the Transit key that holds the root CA key, e.g. key_name = \"flare-root\"")
+		}
+		return
+	}
+	for name, v := range map[string]attr.Value{"transit_mount": ca.TransitMount, "key_name": ca.KeyName, "key_type": ca.KeyType, "key_version": ca.KeyVersion} {
+		if !v.IsNull() {
+			resp.Diagnostics.AddAttributeError(caPath.AtName(name), "Setting Needs The Vault Backend",
+				fmt.Sprintf("ca.%s applies to backend = \"vault_transit\" only; remove it or set the backend", name))
+		}
+	}
+}
+
 func (r *projectResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
 	var plan projectModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	dir, err := plan.caDir(ctx)
+	ca, err := plan.ca(ctx)
 	if err != nil {
 		resp.Diagnostics.AddError("Invalid CA Configuration", err.Error())
 		return
 	}
-	store := localca.Store{Dir: dir}
-	ca, err := store.Create(plan.Name.ValueString(), pki.ValidityFor(now(), int(plan.ValidityDays.ValueInt64())))
-	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("ca").AtName("dir"), "Cannot Create Root CA", err.Error())
-		return
+	ref := caRef{Dir: ca.Dir.ValueString()}
+	store := ref.store()
+	validity := pki.ValidityFor(now(), int(plan.ValidityDays.ValueInt64()))
+	var root pki.CA
+	if ca.Backend.ValueString() == caBackendVault {
+		signer, warnings, err := r.vaultSigner(ctx, ca)
+		for _, w := range warnings {
+			resp.Diagnostics.AddAttributeWarning(path.Root("ca").AtName("key_name"), "Vault Transit Key", w)
+		}
+		if err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("ca"), "Cannot Use Vault Transit Key", err.Error())
+			return
+		}
+		ref.Vault = &vaultKeyRef{Mount: transitMount(ca), Key: ca.KeyName.ValueString(), Version: signer.KeyVersion()}
+		ca.KeyVersion = types.Int64Value(int64(signer.KeyVersion()))
+		plan.LatestKeyVersion = ca.KeyVersion
+		root, err = store.CreateExternal(plan.Name.ValueString(), signer, validity)
+		if err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("ca").AtName("dir"), "Cannot Create Root CA", err.Error())
+			return
+		}
+	} else {
+		ca.KeyVersion = types.Int64Null()
+		plan.LatestKeyVersion = types.Int64Null()
+		root, err = store.Create(plan.Name.ValueString(), validity)
+		if err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("ca").AtName("dir"), "Cannot Create Root CA", err.Error())
+			return
+		}
 	}
-	plan.ID = types.StringValue(localProjectID(dir))
-	plan.setCert(ca.Cert)
+	obj, diags := types.ObjectValueFrom(ctx, caAttrTypes, ca)
+	resp.Diagnostics.Append(diags...)
+	plan.CA = obj
+	plan.ID = types.StringValue(ref.ID())
+	plan.setCert(root.Cert)
 	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+}
+
+func transitMount(ca caModel) string {
+	if m := ca.TransitMount.ValueString(); m != "" {
+		return m
+	}
+	return vaultca.DefaultTransitMount
+}
+
+// vaultSigner creates or adopts the Transit key and pins a version.
+func (r *projectResource) vaultSigner(ctx context.Context, ca caModel) (*vaultca.Signer, []string, error) {
+	if r.data == nil {
+		return nil, nil, fmt.Errorf("the provider is not configured")
+	}
+	client, err := r.data.vaultClient(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, warnings, err := vaultca.EnsureKey(ctx, client, transitMount(ca), ca.KeyName.ValueString(), ca.KeyType.ValueString())
+	if err != nil {
+		return nil, warnings, err
+	}
+	signer, err := vaultca.NewSigner(ctx, client, transitMount(ca), ca.KeyName.ValueString(), int(ca.KeyVersion.ValueInt64()))
+	return signer, warnings, err
 }
 
 func (r *projectResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -183,12 +308,12 @@ func (r *projectResource) Read(ctx context.Context, req resource.ReadRequest, re
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(state.ID.ValueString())
+	ref, err := parseProjectID(state.ID.ValueString())
 	if err != nil {
 		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
 		return
 	}
-	ca, err := store.Load()
+	cert, err := ref.store().LoadCert()
 	if errors.Is(err, localca.ErrNoCA) {
 		resp.Diagnostics.AddWarning("Root CA Missing",
 			fmt.Sprintf("%v. The project will be planned for creation with a new CA; every participant certificate and kit signed by the old one will be replaced.", err))
@@ -199,16 +324,51 @@ func (r *projectResource) Read(ctx context.Context, req resource.ReadRequest, re
 		resp.Diagnostics.AddError("Cannot Read Root CA", err.Error())
 		return
 	}
-	state.setCert(ca.Cert)
+	state.setCert(cert)
+	state.LatestKeyVersion = types.Int64Null()
+	if ref.Vault != nil {
+		r.checkRotation(ctx, ref, &state, resp)
+	}
 	if state.Name.IsNull() { // import
-		state.Name = types.StringValue(ca.Cert.Subject.CommonName)
-		state.ValidityDays = types.Int64Value(validityDaysOf(ca.Cert))
-		state.CA = types.ObjectValueMust(caAttrTypes, map[string]attr.Value{
-			"backend": types.StringValue(caBackendLocal),
-			"dir":     types.StringValue(store.Dir),
-		})
+		state.Name = types.StringValue(cert.Subject.CommonName)
+		state.ValidityDays = types.Int64Value(validityDaysOf(cert))
+		ca := map[string]attr.Value{
+			"backend": types.StringValue(caBackendLocal), "dir": types.StringValue(ref.Dir),
+			"transit_mount": types.StringNull(), "key_name": types.StringNull(), "key_type": types.StringNull(), "key_version": types.Int64Null(),
+		}
+		if ref.Vault != nil {
+			ca["backend"] = types.StringValue(caBackendVault)
+			ca["transit_mount"] = types.StringValue(ref.Vault.Mount)
+			ca["key_name"] = types.StringValue(ref.Vault.Key)
+			ca["key_version"] = types.Int64Value(int64(ref.Vault.Version))
+		}
+		state.CA = types.ObjectValueMust(caAttrTypes, ca)
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
+}
+
+// checkRotation reads the Transit key's latest version so a rotation shows
+// in the plan. Refresh never fails for it: signing is where Vault must answer.
+func (r *projectResource) checkRotation(ctx context.Context, ref caRef, state *projectModel, resp *resource.ReadResponse) {
+	if r.data == nil {
+		return
+	}
+	client, err := r.data.vaultClient(ctx)
+	var info vaultca.KeyInfo
+	if err == nil {
+		info, err = vaultca.ReadKey(ctx, client, ref.Vault.Mount, ref.Vault.Key)
+	}
+	if err != nil {
+		resp.Diagnostics.AddWarning("Cannot Check Transit Key", fmt.Sprintf("Refresh could not read the CA key to look for a rotation: %v", err))
+		return
+	}
+	state.LatestKeyVersion = types.Int64Value(int64(info.LatestVersion))
+	if info.LatestVersion > ref.Vault.Version {
+		resp.Diagnostics.AddWarning("Transit Key Rotated",
+			fmt.Sprintf("%s is at version %d, the CA uses version %d. Set ca.key_version = %d to roll the CA over: a new root "+
+				"certificate, new participant certificates and new kits. Kits made with version %d stay verifiable until destroyed.",
+				info.Path(), info.LatestVersion, ref.Vault.Version, info.LatestVersion, ref.Vault.Version))
+	}
 }
 
 // Update only ever changes description: everything else requires replacement.
@@ -232,16 +392,21 @@ func (r *projectResource) Delete(ctx context.Context, req resource.DeleteRequest
 		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
 		return
 	}
+	// A Transit key is left in Vault: deleting keys is Vault's operators' call.
 	if err := store.Destroy(); err != nil {
 		resp.Diagnostics.AddError("Cannot Remove Root CA", err.Error())
 	}
 }
 
-// ImportState takes the CA directory (or a project id "local:<dir>").
+// ImportState takes the CA directory of a local CA, or a project id.
 func (r *projectResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	id := req.ID
-	if !strings.HasPrefix(id, localRefPrefix) {
-		id = localProjectID(id)
+	if !strings.HasPrefix(id, localRefPrefix) && !strings.HasPrefix(id, vaultRefPrefix) {
+		id = caRef{Dir: id}.ID()
+	}
+	if _, err := parseProjectID(id); err != nil {
+		resp.Diagnostics.AddError("Invalid Import ID", err.Error())
+		return
 	}
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), id)...)
 }

@@ -35,7 +35,9 @@ var (
 // NewStartupKitResource is the flare_startup_kit factory.
 func NewStartupKitResource() resource.Resource { return &startupKitResource{} }
 
-type startupKitResource struct{}
+type startupKitResource struct {
+	withProviderData
+}
 
 type startupKitModel struct {
 	ID          types.String `tfsdk:"id"`
@@ -239,7 +241,7 @@ type privateState interface {
 // write builds, signs and writes the kit described by m, filling m's
 // computed attributes.
 func (r *startupKitResource) write(ctx context.Context, m *startupKitModel, priv privateState, diags *diag.Diagnostics) {
-	in, err := kitInput(m)
+	in, err := r.kitInput(ctx, m)
 	if err != nil {
 		diags.AddError("Cannot Prepare Startup Kit", err.Error())
 		return
@@ -271,7 +273,7 @@ func (r *startupKitResource) write(ctx context.Context, m *startupKitModel, priv
 
 // kitInput gathers the kit's inputs: descriptors from the plan, the root
 // CA and the participant's key from the project's CA directory.
-func kitInput(m *startupKitModel) (kit.Input, error) {
+func (r *startupKitResource) kitInput(ctx context.Context, m *startupKitModel) (kit.Input, error) {
 	self, server, relay, ferr := m.descriptors()
 	if ferr != nil {
 		return kit.Input{}, ferr
@@ -280,11 +282,7 @@ func kitInput(m *startupKitModel) (kit.Input, error) {
 	if relay != nil {
 		in.Relay = &relay.Participant
 	}
-	store, err := storeFromProjectID(self.ProjectID)
-	if err != nil {
-		return in, err
-	}
-	ca, err := store.Load()
+	ca, _, err := r.ca(ctx, self.ProjectID)
 	if err != nil {
 		return in, err
 	}

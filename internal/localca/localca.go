@@ -4,7 +4,9 @@
 package localca
 
 import (
+	"crypto"
 	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -48,11 +50,8 @@ func (s Store) Exists() bool {
 // Create makes a new root key and self-signed certificate for project.
 // It refuses to overwrite an existing CA: losing a root key orphans every kit.
 func (s Store) Create(project string, v pki.Validity) (pki.CA, error) {
-	if s.Exists() {
-		return pki.CA{}, fmt.Errorf("%s already holds a CA; import it instead of creating a new one, or choose another ca.dir", s.Dir)
-	}
-	if err := os.MkdirAll(filepath.Join(s.Dir, participantDir), 0o700); err != nil {
-		return pki.CA{}, fmt.Errorf("create CA directory: %w", err)
+	if err := s.prepare(); err != nil {
+		return pki.CA{}, err
 	}
 	key, err := pki.GenerateKey()
 	if err != nil {
@@ -74,18 +73,54 @@ func (s Store) Create(project string, v pki.Validity) (pki.CA, error) {
 	return pki.CA{Cert: cert, Signer: key}, nil
 }
 
-// Load reads the root certificate and key.
-func (s Store) Load() (pki.CA, error) {
-	certPEM, err := os.ReadFile(s.RootCertPath())
-	if errors.Is(err, fs.ErrNotExist) {
-		return pki.CA{}, fmt.Errorf("%w: %s is missing", ErrNoCA, s.RootCertPath())
+// CreateExternal self-signs a root certificate with a key held elsewhere
+// (Vault Transit) and stores only the certificate; the directory still
+// holds the participants' keys.
+func (s Store) CreateExternal(project string, signer crypto.Signer, v pki.Validity) (pki.CA, error) {
+	if err := s.prepare(); err != nil {
+		return pki.CA{}, err
 	}
+	cert, err := pki.NewRootCA(signer, project, v)
 	if err != nil {
 		return pki.CA{}, err
 	}
+	if err := atomicfile.Write(s.RootCertPath(), pki.CertPEM(cert), 0o644); err != nil {
+		return pki.CA{}, err
+	}
+	return pki.CA{Cert: cert, Signer: signer}, nil
+}
+
+func (s Store) prepare() error {
+	if s.Exists() {
+		return fmt.Errorf("%s already holds a CA; import it instead of creating a new one, or choose another ca.dir", s.Dir)
+	}
+	if err := os.MkdirAll(filepath.Join(s.Dir, participantDir), 0o700); err != nil {
+		return fmt.Errorf("create CA directory: %w", err)
+	}
+	return nil
+}
+
+// LoadCert reads the root certificate.
+func (s Store) LoadCert() (*x509.Certificate, error) {
+	certPEM, err := os.ReadFile(s.RootCertPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s is missing", ErrNoCA, s.RootCertPath())
+	}
+	if err != nil {
+		return nil, err
+	}
 	cert, err := pki.ParseCertPEM(certPEM)
 	if err != nil {
-		return pki.CA{}, fmt.Errorf("%s: %w", s.RootCertPath(), err)
+		return nil, fmt.Errorf("%s: %w", s.RootCertPath(), err)
+	}
+	return cert, nil
+}
+
+// Load reads the root certificate and its local key.
+func (s Store) Load() (pki.CA, error) {
+	cert, err := s.LoadCert()
+	if err != nil {
+		return pki.CA{}, err
 	}
 	keyPEM, err := os.ReadFile(s.RootKeyPath())
 	if errors.Is(err, fs.ErrNotExist) {
