@@ -48,14 +48,18 @@ define with_dev_server
 	VAULTCA_REQUIRE_SERVER=1 $(2)
 endef
 
-vault-test: vault-tools
-	$(call with_dev_server,,$(GO) test $(VAULT_TEST_ARGS) $(VAULT_TEST_PKGS))
+# The provider's vault_transit acceptance tests (TestAccVault*) run against
+# the same server.
+VAULT_ACC = TF_ACC=1 TF_ACC_TERRAFORM_PATH=$(TERRAFORM) $(GO) test $(VAULT_TEST_ARGS) -run 'TestAccVault' ./provider/
+
+vault-test: vault-tools terraform
+	$(call with_dev_server,,$(GO) test $(VAULT_TEST_ARGS) $(VAULT_TEST_PKGS) && $(VAULT_ACC))
 
 vault-test-hashicorp:
 ifeq ($(shell command -v vault 2>/dev/null),)
 	@echo "vault-test-hashicorp: no HashiCorp vault on PATH; skipped (OpenBao runs in vault-test)"
 else
-	$(call with_dev_server,BAO_BIN=vault,$(GO) test $(VAULT_TEST_ARGS) $(VAULT_TEST_PKGS))
+	$(call with_dev_server,BAO_BIN=vault,$(GO) test $(VAULT_TEST_ARGS) $(VAULT_TEST_PKGS) && $(VAULT_ACC))
 endif
 
 vault-bench: vault-tools

@@ -204,3 +204,11 @@ func mtimes(t *testing.T, dir string) map[string]int64 {
 func resourceName(participant string) string {
 	return strings.NewReplacer("-", "_", "@", "_at_", ".", "_").Replace(participant)
 }
+
+func publicKeyPEM(cert *x509.Certificate) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
+}
