@@ -48,11 +48,25 @@ variable "ca_dir" {
   default     = ".flare-ca"
 }
 
+variable "ca_backend" {
+  description = "local (root key in ca_dir) or vault_transit (root key in Vault Transit; set VAULT_ADDR and VAULT_TOKEN)."
+  type        = string
+  default     = "local"
+}
+
+variable "vault_key_name" {
+  description = "Transit key that holds the root CA key when ca_backend is vault_transit."
+  type        = string
+  default     = "flare-quickstart-root"
+}
+
 resource "flare_project" "quickstart" {
   name        = "quickstart"
   description = "NVFlare quickstart federation"
   ca = {
-    dir = var.ca_dir
+    backend  = var.ca_backend
+    dir      = var.ca_dir
+    key_name = var.ca_backend == "vault_transit" ? var.vault_key_name : null
   }
 }
 
