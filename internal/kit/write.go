@@ -3,14 +3,13 @@ package kit
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 
-	"golang.org/x/sys/unix"
+	"github.com/flarekit/terraform-provider-flare/internal/atomicfile"
 )
 
 // Write puts the kit at <parent>/<name>. It builds the whole tree in a
@@ -47,32 +46,10 @@ func (k *Kit) Write(parent string) (string, error) {
 			return "", err
 		}
 	}
-	if err := swapIn(tmp, final); err != nil {
+	if err := atomicfile.ReplaceDir(tmp, final); err != nil {
 		return "", fmt.Errorf("write kit %s: %w", k.Name, err)
 	}
 	return final, nil
-}
-
-// swapIn moves dir to final. If final exists, the two are exchanged
-// atomically and the old tree ends up at dir (removed by the caller).
-func swapIn(dir, final string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, unix.ENOENT) {
-		return os.Rename(dir, final)
-	}
-	// Filesystems without RENAME_EXCHANGE: move the old kit aside first.
-	old := dir + ".old"
-	if err := os.Rename(final, old); err != nil {
-		return err
-	}
-	if err := os.Rename(dir, final); err != nil {
-		_ = os.Rename(old, final)
-		return err
-	}
-	return os.RemoveAll(old)
 }
 
 // Digest identifies the kit's content: every path, mode and file hash.
