@@ -172,5 +172,6 @@ func (p *flareProvider) Resources(_ context.Context) []func() resource.Resource 
 func (p *flareProvider) DataSources(_ context.Context) []func() datasource.DataSource {
 	return []func() datasource.DataSource{
 		NewProjectConfigDataSource,
+		NewSNPMeasurementDataSource,
 	}
 }

@@ -3,12 +3,9 @@
 package atomicfile
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // Write stores data at path with mode: it writes a temp file in the same
@@ -40,26 +37,4 @@ func Write(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
-}
-
-// ReplaceDir moves the directory dir to final. If final exists, the two are
-// exchanged atomically and the old tree ends up at dir (removed by the caller).
-func ReplaceDir(dir, final string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, unix.ENOENT) {
-		return os.Rename(dir, final)
-	}
-	// Filesystems without RENAME_EXCHANGE: move the old tree aside first.
-	old := dir + ".old"
-	if err := os.Rename(final, old); err != nil {
-		return err
-	}
-	if err := os.Rename(dir, final); err != nil {
-		_ = os.Rename(old, final)
-		return err
-	}
-	return os.RemoveAll(old)
 }

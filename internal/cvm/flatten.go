@@ -13,8 +13,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Entry kinds of a tree.
@@ -418,8 +416,7 @@ func (fl *flattener) finish() error {
 		case kindChar, kindBlock, kindFifo:
 			continue
 		case kindSymlink:
-			ts := []unix.Timespec{unix.NsecToTimespec(t.UnixNano()), unix.NsecToTimespec(t.UnixNano())}
-			if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(fl.t.dir, filepath.FromSlash(k)), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.ENOENT) {
+			if err := lchtimes(filepath.Join(fl.t.dir, filepath.FromSlash(k)), t); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fl.fail(k, err)
 			}
 		default:
