@@ -166,6 +166,7 @@ func (p *flareProvider) Resources(_ context.Context) []func() resource.Resource 
 		NewAdminResource,
 		NewRelayResource,
 		NewStartupKitResource,
+		NewCVMKitResource,
 	}
 }
 
