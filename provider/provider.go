@@ -163,6 +163,7 @@ func (p *flareProvider) Resources(_ context.Context) []func() resource.Resource 
 		NewProjectResource,
 		NewServerResource,
 		NewClientResource,
+		NewClientsResource,
 		NewAdminResource,
 		NewRelayResource,
 		NewStartupKitResource,

@@ -86,11 +86,14 @@ resource "flare_admin" "admin" {
   role       = "project_admin"
 }
 
-resource "flare_client" "site" {
-  for_each   = toset(var.clients)
+# All clients in one resource: keys are issued in parallel and adding a
+# name to var.clients issues one certificate and writes one kit. (For a few
+# clients, flare_client + flare_startup_kit per site work the same way.)
+resource "flare_clients" "site" {
   project_id = flare_project.quickstart.id
-  name       = each.key
-  org        = "nvidia"
+  server     = flare_server.server1.descriptor
+  output_dir = var.kits_dir
+  clients    = { for name in var.clients : name => { org = "nvidia" } }
 }
 
 resource "flare_startup_kit" "server" {
@@ -104,19 +107,12 @@ resource "flare_startup_kit" "admin" {
   output_dir  = var.kits_dir
 }
 
-resource "flare_startup_kit" "site" {
-  for_each    = flare_client.site
-  participant = each.value.descriptor
-  server      = flare_server.server1.descriptor
-  output_dir  = var.kits_dir
-}
-
 output "kits" {
   description = "Startup kit directories by participant."
   value = merge(
     { (flare_server.server1.name) = flare_startup_kit.server.kit_dir },
     { (flare_admin.admin.name) = flare_startup_kit.admin.kit_dir },
-    { for name, k in flare_startup_kit.site : name => k.kit_dir },
+    { for name, c in flare_clients.site.issued : name => c.kit_dir },
   )
 }
 

@@ -1,0 +1,537 @@
+package provider
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/float64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
+	"github.com/flarekit/terraform-provider-flare/internal/localca"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
+	"github.com/flarekit/terraform-provider-flare/internal/project"
+)
+
+var (
+	_ resource.ResourceWithModifyPlan     = (*clientsResource)(nil)
+	_ resource.ResourceWithValidateConfig = (*clientsResource)(nil)
+)
+
+// NewClientsResource is the flare_clients factory.
+func NewClientsResource() resource.Resource { return &clientsResource{} }
+
+// clientsResource manages many clients and their kits as one resource.
+// Terraform's cost grows faster than linearly with for_each instances, so
+// a federation of a thousand sites is one instance here, and the keys are
+// made in parallel.
+type clientsResource struct {
+	withProviderData
+}
+
+type clientsModel struct {
+	ID           types.String `tfsdk:"id"`
+	ProjectID    types.String `tfsdk:"project_id"`
+	Server       types.String `tfsdk:"server"`
+	OutputDir    types.String `tfsdk:"output_dir"`
+	Archive      types.String `tfsdk:"archive"`
+	ValidityDays types.Int64  `tfsdk:"validity_days"`
+	Clients      types.Map    `tfsdk:"clients"`
+	Issued       types.Map    `tfsdk:"issued"`
+}
+
+type clientSpec struct {
+	Org            types.String  `tfsdk:"org"`
+	NumGPUs        types.Int64   `tfsdk:"num_gpus"`
+	MemPerGPUInGiB types.Float64 `tfsdk:"mem_per_gpu_in_gib"`
+}
+
+// issuedClient is what state keeps per client: no key material.
+type issuedClient struct {
+	CertFingerprint string `tfsdk:"cert_fingerprint"`
+	KeyFingerprint  string `tfsdk:"key_fingerprint"`
+	NotAfter        string `tfsdk:"not_after"`
+	KitDir          string `tfsdk:"kit_dir"`
+	KitSHA256       string `tfsdk:"kit_sha256"`
+}
+
+var issuedType = types.ObjectType{AttrTypes: map[string]attr.Type{
+	"cert_fingerprint": types.StringType, "key_fingerprint": types.StringType, "not_after": types.StringType,
+	"kit_dir": types.StringType, "kit_sha256": types.StringType,
+}}
+
+func (r *clientsResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_clients"
+}
+
+func (r *clientsResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
+	descriptor := stringCheck{summary: "Invalid Participant Descriptor", desc: "a server's descriptor",
+		check: func(s string) error { _, err := parseDescriptor(s); return err }}
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "Many FL clients of a project with their keys, certificates and startup kits, as one " +
+			"resource. Use it for large federations: Terraform's own cost per `for_each` instance grows with the " +
+			"instance count, while this resource issues keys in parallel and touches only the clients whose entry " +
+			"changed. Adding a client issues one certificate and writes one kit; removing one deletes its key and kit; " +
+			"a capacity change rewrites only that kit; a kit edited outside Terraform is rewritten by the next apply. " +
+			"Each kit is the same as `flare_startup_kit` writes for a `flare_client`.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{Computed: true, PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+				MarkdownDescription: "The output directory."},
+			"project_id": schema.StringAttribute{Required: true, PlanModifiers: replace,
+				MarkdownDescription: "`flare_project.<name>.id`: the CA that signs the clients.",
+				Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
+					check: func(s string) error { _, err := parseProjectID(s); return err }}}},
+			"server": schema.StringAttribute{Required: true, Validators: []validator.String{descriptor},
+				MarkdownDescription: "`flare_server.<name>.descriptor`: the server the clients connect to."},
+			"output_dir": schema.StringAttribute{Required: true, PlanModifiers: replace,
+				MarkdownDescription: "Directory that holds the kits: `<output_dir>/<client name>/`."},
+			"archive": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(kit.ArchiveNone),
+				Validators:          []validator.String{stringvalidator.OneOf(kit.ArchiveNone, kit.ArchiveTGZ, kit.ArchiveZIP)},
+				MarkdownDescription: "Also pack each kit as `<output_dir>/<name>.tgz` or `.zip`: `none` (default), `tgz`, `zip`."},
+			"validity_days": schema.Int64Attribute{Optional: true, Computed: true, Default: int64default.StaticInt64(defaultCertDays),
+				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
+				Validators:          []validator.Int64{int64validator.Between(1, 36500)},
+				MarkdownDescription: fmt.Sprintf("Days each certificate is valid. Defaults to %d.", defaultCertDays)},
+			"clients": schema.MapNestedAttribute{Required: true,
+				MarkdownDescription: "Clients by name (NVFlare's client naming rules apply to the keys).",
+				Validators: []validator.Map{mapvalidator.SizeAtLeast(1), mapvalidator.KeysAre(stringCheck{summary: "Invalid Client Name",
+					desc: "a client name NVFlare accepts", check: func(s string) error { return project.ValidateName(project.TypeClient, s) }})},
+				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
+					"org": schema.StringAttribute{Required: true, MarkdownDescription: "Organisation; in the certificate.",
+						Validators: []validator.String{stringCheck{summary: "Invalid Org", desc: "letters, digits and _", check: project.ValidateOrg}}},
+					"num_gpus": schema.Int64Attribute{Optional: true, Validators: []validator.Int64{int64validator.AtLeast(0)},
+						MarkdownDescription: "GPUs the site offers (0 when unset)."},
+					"mem_per_gpu_in_gib": schema.Float64Attribute{Optional: true, Validators: []validator.Float64{float64validator.AtLeast(0)},
+						MarkdownDescription: "Memory per GPU in GiB (0 when unset)."},
+				}},
+			},
+			"issued": schema.MapAttribute{Computed: true, ElementType: issuedType,
+				MarkdownDescription: "Per client: `cert_fingerprint`, `key_fingerprint`, `not_after`, `kit_dir`, `kit_sha256` (as on disk). No key material."},
+		},
+	}
+}
+
+func (m *clientsModel) specs(ctx context.Context) (map[string]project.Participant, error) {
+	var raw map[string]clientSpec
+	if d := m.Clients.ElementsAs(ctx, &raw, false); d.HasError() {
+		return nil, fmt.Errorf("clients: %v", d)
+	}
+	out := make(map[string]project.Participant, len(raw))
+	for name, s := range raw {
+		out[name] = project.Participant{Type: project.TypeClient, Name: name, Org: s.Org.ValueString(),
+			NumGPUs: int(s.NumGPUs.ValueInt64()), MemPerGPUInGiB: s.MemPerGPUInGiB.ValueFloat64()}
+	}
+	return out, nil
+}
+
+func (m *clientsModel) issued(ctx context.Context) map[string]issuedClient {
+	out := map[string]issuedClient{}
+	if !m.Issued.IsNull() && !m.Issued.IsUnknown() {
+		m.Issued.ElementsAs(ctx, &out, false)
+	}
+	return out
+}
+
+func (r *clientsResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var m clientsModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
+	if resp.Diagnostics.HasError() || m.Server.IsUnknown() || m.Server.IsNull() {
+		return
+	}
+	srv, err := parseDescriptor(m.Server.ValueString())
+	if err != nil {
+		return
+	}
+	if srv.Participant.Type != project.TypeServer {
+		resp.Diagnostics.AddAttributeError(path.Root("server"), "Not A Server",
+			fmt.Sprintf("server: got the descriptor of %s %q; use flare_server.<name>.descriptor", srv.Participant.Type, srv.Participant.Name))
+	} else if !m.ProjectID.IsUnknown() && srv.ProjectID != m.ProjectID.ValueString() {
+		resp.Diagnostics.AddAttributeError(path.Root("server"), "Server Of Another Project",
+			fmt.Sprintf("server: %q belongs to project %s, not %s", srv.Participant.Name, srv.ProjectID, m.ProjectID.ValueString()))
+	}
+}
+
+// ModifyPlan keeps the issued entries of clients that will not change and
+// marks only the others unknown, so a plan for one new client shows one
+// entry, not the whole federation. A kit on disk that is not what apply
+// wrote counts as a change.
+func (r *clientsResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	var plan, state clientsModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	written, diags := req.Private.GetKey(ctx, privateWrittenDigest)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() || plan.Clients.IsUnknown() {
+		return
+	}
+	var want map[string]string
+	_ = json.Unmarshal(written, &want)
+	specs, err := plan.specs(ctx)
+	if err != nil {
+		return
+	}
+	oldSpecs, _ := state.specs(ctx)
+	old := state.issued(ctx)
+	everything := plan.Server.IsUnknown() || plan.Server.ValueString() != state.Server.ValueString() ||
+		plan.Archive.ValueString() != state.Archive.ValueString()
+	entries := make(map[string]attr.Value, len(specs))
+	changed := false
+	for name, p := range specs {
+		prev, had := old[name]
+		o := oldSpecs[name]
+		if everything || !had || o.Org != p.Org || o.NumGPUs != p.NumGPUs || o.MemPerGPUInGiB != p.MemPerGPUInGiB ||
+			(written != nil && want[name] != prev.KitSHA256) {
+			entries[name] = types.ObjectUnknown(issuedType.AttrTypes)
+			changed = true
+			continue
+		}
+		v, d := types.ObjectValueFrom(ctx, issuedType.AttrTypes, prev)
+		resp.Diagnostics.Append(d...)
+		entries[name] = v
+	}
+	if len(old) != len(specs) {
+		changed = true
+	}
+	if !changed {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("issued"), state.Issued)...)
+		return
+	}
+	m, d := types.MapValue(issuedType, entries)
+	resp.Diagnostics.Append(d...)
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("issued"), m)...)
+}
+
+func (r *clientsResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan clientsModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	r.apply(ctx, &plan, nil, nil, resp.Private, &resp.Diagnostics)
+	if !resp.Diagnostics.HasError() {
+		resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+	}
+}
+
+func (r *clientsResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state clientsModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	written, diags := req.Private.GetKey(ctx, privateWrittenDigest)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	var want map[string]string
+	_ = json.Unmarshal(written, &want)
+	r.apply(ctx, &plan, &state, want, resp.Private, &resp.Diagnostics)
+	if !resp.Diagnostics.HasError() {
+		resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
+	}
+}
+
+// clientWork is what apply does for one client.
+type clientWork struct {
+	p       project.Participant
+	reissue bool // new key and certificate
+	rewrite bool // new kit with the existing key
+	result  issuedClient
+	err     error
+}
+
+// apply brings the clients on disk to the plan: new or re-organised clients
+// get a key and certificate, changed or drifted kits are rewritten, removed
+// clients lose their key and kit, and everything else is left untouched.
+func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, written map[string]string, priv privateState, diags *diag.Diagnostics) {
+	specs, err := plan.specs(ctx)
+	if err != nil {
+		diags.AddAttributeError(path.Root("clients"), "Invalid Clients", err.Error())
+		return
+	}
+	srv, err := parseDescriptor(plan.Server.ValueString())
+	if err != nil {
+		diags.AddAttributeError(path.Root("server"), "Invalid Server", err.Error())
+		return
+	}
+	ca, ref, err := r.ca(ctx, plan.ProjectID.ValueString())
+	if err != nil {
+		diags.AddError("Cannot Load Project CA", err.Error())
+		return
+	}
+	store := ref.store()
+	out := plan.OutputDir.ValueString()
+
+	old := map[string]issuedClient{}
+	oldSpecs := map[string]project.Participant{}
+	serverChanged, archiveChanged := false, false
+	if state != nil {
+		old = state.issued(ctx)
+		oldSpecs, _ = state.specs(ctx)
+		serverChanged = state.Server.ValueString() != plan.Server.ValueString()
+		archiveChanged = state.Archive.ValueString() != plan.Archive.ValueString()
+	}
+
+	var work []*clientWork
+	for name, p := range specs {
+		prev, had := old[name]
+		w := &clientWork{p: p, result: prev}
+		switch {
+		case !had:
+			if _, err := os.Stat(store.ParticipantKeyPath(name)); err == nil {
+				diags.AddAttributeError(path.Root("clients").AtMapKey(name), "Duplicate Participant Name",
+					fmt.Sprintf("clients[%q]: this name is already a participant of the project (%s exists); names must be unique", name, store.ParticipantKeyPath(name)))
+				continue
+			}
+			w.reissue = true
+		case oldSpecs[name].Org != p.Org:
+			w.reissue = true
+		case prev.KitSHA256 == digestKeyMissing:
+			w.reissue = true // refresh found the key file gone or replaced
+		case oldSpecs[name].NumGPUs != p.NumGPUs || oldSpecs[name].MemPerGPUInGiB != p.MemPerGPUInGiB || serverChanged || archiveChanged || written[name] != prev.KitSHA256:
+			w.rewrite = true
+		}
+		work = append(work, w)
+	}
+	if diags.HasError() {
+		return
+	}
+	r.runParallel(work, func(w *clientWork) {
+		w.err = r.applyClient(w, ca, store, srv.Participant, plan, out)
+	})
+	newDigests := map[string]string{}
+	issued := map[string]issuedClient{}
+	for _, w := range work {
+		if w.err != nil {
+			diags.AddAttributeError(path.Root("clients").AtMapKey(w.p.Name), "Cannot Provision Client", w.err.Error())
+			continue
+		}
+		issued[w.p.Name] = w.result
+		newDigests[w.p.Name] = w.result.KitSHA256
+	}
+	if diags.HasError() {
+		return
+	}
+	for name, prev := range old {
+		if _, keep := specs[name]; keep {
+			continue
+		}
+		_ = os.RemoveAll(prev.KitDir)
+		for _, ext := range []string{kit.ArchiveTGZ, kit.ArchiveZIP} {
+			_ = os.Remove(filepath.Join(out, name+"."+ext))
+		}
+		if err := store.RemoveParticipant(name); err != nil {
+			diags.AddError("Cannot Remove Client Key", err.Error())
+		}
+	}
+	m, d := types.MapValueFrom(ctx, issuedType, issued)
+	diags.Append(d...)
+	plan.Issued = m
+	plan.ID = types.StringValue(out)
+	b, _ := json.Marshal(newDigests)
+	diags.Append(priv.SetKey(ctx, privateWrittenDigest, b)...)
+}
+
+// digestKeyMissing stands in a client's kit_sha256 when refresh found its
+// key file gone or replaced: apply then issues a new key and certificate.
+const digestKeyMissing = "key-missing"
+
+func keyMatches(store localca.Store, name, fingerprint string) bool {
+	key, err := store.LoadParticipantKey(name)
+	if err != nil {
+		return false
+	}
+	fp, err := pki.KeyFingerprint(&key.PublicKey)
+	return err == nil && fp == fingerprint
+}
+
+// runParallel runs f over work with one worker per CPU: key generation
+// dominates and is CPU-bound.
+func (r *clientsResource) runParallel(work []*clientWork, f func(*clientWork)) {
+	jobs := make(chan *clientWork)
+	var wg sync.WaitGroup
+	for i := 0; i < runtime.NumCPU(); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for w := range jobs {
+				f(w)
+			}
+		}()
+	}
+	for _, w := range work {
+		if w.reissue || w.rewrite {
+			jobs <- w
+		}
+	}
+	close(jobs)
+	wg.Wait()
+}
+
+func (r *clientsResource) applyClient(w *clientWork, ca pki.CA, store localca.Store, server project.Participant, plan *clientsModel, out string) error {
+	p := w.p
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	var certPEM []byte
+	key, err := store.LoadParticipantKey(p.Name)
+	if w.reissue || err != nil {
+		if key, err = pki.GenerateKey(); err != nil {
+			return err
+		}
+		cert, err := ca.Issue(pki.LeafRequest{
+			Subject:   pki.Subject{CommonName: p.Name, Organization: p.Org, Role: p.CertRole()},
+			PublicKey: &key.PublicKey, DNSNames: []string{p.Name},
+			Validity: pki.ValidityFor(now(), int(plan.ValidityDays.ValueInt64())),
+		})
+		if err != nil {
+			return err
+		}
+		certPEM = pki.CertPEM(cert)
+		if err := store.SaveParticipant(p.Name, key, certPEM); err != nil {
+			return err
+		}
+	} else if certPEM, err = store.LoadParticipantCert(p.Name); err != nil {
+		return err
+	}
+	cert, err := pki.ParseCertPEM(certPEM)
+	if err != nil {
+		return err
+	}
+	k, err := kit.Build(kit.Input{Project: ca.Cert.Subject.CommonName, Participant: p, Server: server,
+		RootCAPEM: pki.CertPEM(ca.Cert), CertPEM: certPEM, KeyPEM: pki.KeyPEM(key), Signer: ca.Signer})
+	if err != nil {
+		return err
+	}
+	dir, err := k.Write(out)
+	if err != nil {
+		return err
+	}
+	for _, ext := range []string{kit.ArchiveTGZ, kit.ArchiveZIP} {
+		if ext != plan.Archive.ValueString() {
+			_ = os.Remove(filepath.Join(out, p.Name+"."+ext))
+		}
+	}
+	if a := plan.Archive.ValueString(); a != kit.ArchiveNone {
+		if _, err := k.WriteArchive(out, a); err != nil {
+			return err
+		}
+	}
+	keyFP, _ := pki.KeyFingerprint(&key.PublicKey)
+	w.result = issuedClient{CertFingerprint: pki.CertFingerprint(cert), KeyFingerprint: keyFP,
+		NotAfter: cert.NotAfter.UTC().Format(time.RFC3339), KitDir: dir, KitSHA256: k.Digest()}
+	return nil
+}
+
+// Read records each kit's digest as on disk; ModifyPlan compares it with
+// what apply wrote.
+func (r *clientsResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state clientsModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	store, err := storeFromProjectID(state.ProjectID.ValueString())
+	if err != nil {
+		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		return
+	}
+	issued := state.issued(ctx)
+	names := make([]string, 0, len(issued))
+	for n := range issued {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	// Digests and key checks are independent per client: spread them over the CPUs.
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for i := 0; i < runtime.NumCPU(); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range work {
+				mu.Lock()
+				c := issued[name]
+				mu.Unlock()
+				digest, err := kit.DigestDir(c.KitDir)
+				if errors.Is(err, fs.ErrNotExist) {
+					digest, err = "absent", nil
+				}
+				if err == nil && !keyMatches(store, name, c.KeyFingerprint) {
+					digest = digestKeyMissing
+				}
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				c.KitSHA256 = digest
+				issued[name] = c
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, name := range names {
+		work <- name
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		resp.Diagnostics.AddError("Cannot Read Startup Kit", firstErr.Error())
+		return
+	}
+	m, d := types.MapValueFrom(ctx, issuedType, issued)
+	resp.Diagnostics.Append(d...)
+	state.Issued = m
+	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
+}
+
+func (r *clientsResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state clientsModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	store, err := storeFromProjectID(state.ProjectID.ValueString())
+	if err != nil {
+		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		return
+	}
+	out := state.OutputDir.ValueString()
+	for name, c := range state.issued(ctx) {
+		_ = os.RemoveAll(c.KitDir)
+		for _, ext := range []string{kit.ArchiveTGZ, kit.ArchiveZIP} {
+			_ = os.Remove(filepath.Join(out, name+"."+ext))
+		}
+		if err := store.RemoveParticipant(name); err != nil {
+			resp.Diagnostics.AddError("Cannot Remove Client Key", err.Error())
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package provider
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/plancheck"
+	"github.com/hashicorp/terraform-plugin-testing/terraform"
+)
+
+func clientsConfig(dir string, clients map[string]string) string {
+	var entries strings.Builder
+	for name, extra := range clients {
+		fmt.Fprintf(&entries, "    %q = { org = \"nvidia\"%s }\n", name, extra)
+	}
+	return fmt.Sprintf(`
+resource "flare_project" "p" {
+  name = "bulk"
+  ca   = { dir = %[1]q }
+}
+resource "flare_server" "s" {
+  project_id = flare_project.p.id
+  name       = "server1"
+  org        = "nvidia"
+}
+resource "flare_clients" "sites" {
+  project_id = flare_project.p.id
+  server     = flare_server.s.descriptor
+  output_dir = %[2]q
+  clients = {
+%[3]s  }
+}
+`, filepath.Join(dir, "ca"), filepath.Join(dir, "kits"), entries.String())
+}
+
+// TestAccClients: one resource for many clients touches only the clients
+// whose entry changed.
+func TestAccClients(t *testing.T) {
+	dir := t.TempDir()
+	kits := filepath.Join(dir, "kits")
+	three := map[string]string{"site-1": "", "site-2": "", "site-3": ""}
+	four := map[string]string{"site-1": "", "site-2": "", "site-3": "", "site-4": ""}
+	gpus := map[string]string{"site-1": ", num_gpus = 4", "site-2": "", "site-3": "", "site-4": ""}
+	var before map[string]int64
+	unchangedExcept := func(changed string) resource.TestCheckFunc {
+		return func(*terraform.State) error {
+			after := mtimes(t, kits)
+			for p, m := range before {
+				if strings.HasPrefix(p, filepath.Join(kits, changed)+string(filepath.Separator)) {
+					continue
+				}
+				if after[p] != m {
+					return fmt.Errorf("%s was rewritten", p)
+				}
+			}
+			return nil
+		}
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy: func(*terraform.State) error {
+			if entries, _ := os.ReadDir(kits); len(entries) != 0 {
+				return fmt.Errorf("kits left after destroy: %d", len(entries))
+			}
+			if _, err := os.Stat(filepath.Join(dir, "ca", "participants", "site-1.key")); !os.IsNotExist(err) {
+				return fmt.Errorf("client key left after destroy")
+			}
+			return nil
+		},
+		Steps: []resource.TestStep{
+			{
+				Config: clientsConfig(dir, three),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					checkNoPrivateKeyInState,
+					resource.TestCheckResourceAttr("flare_clients.sites", "issued.%", "3"),
+					resource.TestCheckResourceAttr("flare_clients.sites", "issued.site-2.kit_dir", filepath.Join(kits, "site-2")),
+					checkKits(kits, map[string]string{"site-1": "client", "site-2": "client", "site-3": "client"}),
+				),
+			},
+			{
+				PreConfig: func() { before = mtimes(t, kits) },
+				Config:    clientsConfig(dir, four),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					unchangedExcept("site-4"),
+					checkKits(kits, map[string]string{"site-4": "client"}),
+				),
+			},
+			{
+				PreConfig: func() { before = mtimes(t, kits) },
+				Config:    clientsConfig(dir, gpus),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					unchangedExcept("site-1"),
+					checkJSONField(filepath.Join(kits, "site-1", "local", "resources.json.default"), []string{"components", "0", "args", "num_of_gpus"}, float64(4)),
+					checkKits(kits, map[string]string{"site-1": "client"}),
+				),
+			},
+			{
+				// Drift: a deleted kit file is planned and restored; only that kit is rewritten.
+				PreConfig: func() {
+					os.Remove(filepath.Join(kits, "site-3", "startup", "fed_client.json"))
+					before = mtimes(t, kits)
+				},
+				Config: clientsConfig(dir, gpus),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction("flare_clients.sites", plancheck.ResourceActionUpdate),
+				}},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					unchangedExcept("site-3"),
+					checkKits(kits, map[string]string{"site-3": "client"}),
+				),
+			},
+			{
+				Config:   clientsConfig(dir, gpus),
+				PlanOnly: true,
+			},
+			{
+				// Removing a client removes its kit and key.
+				Config: clientsConfig(dir, map[string]string{"site-1": ", num_gpus = 4", "site-3": "", "site-4": ""}),
+				Check: func(*terraform.State) error {
+					for _, p := range []string{filepath.Join(kits, "site-2"), filepath.Join(dir, "ca", "participants", "site-2.key")} {
+						if _, err := os.Stat(p); !os.IsNotExist(err) {
+							return fmt.Errorf("%s left after its client was removed", p)
+						}
+					}
+					return nil
+				},
+			},
+		},
+	})
+}
