@@ -2,8 +2,8 @@ package provider
 
 import (
 	"archive/tar"
-	"context"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
