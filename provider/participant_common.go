@@ -448,20 +448,21 @@ func participantFromCert(t project.Type, cert *x509.Certificate) (project.Partic
 			p.HostNames = append(p.HostNames, dns)
 		}
 	}
+	// Only admin certificates carry a role, so that is all import can tell
+	// apart: an admin from a site.
 	role := pki.RoleOf(cert)
 	if t == project.TypeAdmin {
 		p.Role = role
 		return p, project.ValidateRole(role) == nil
 	}
-	return p, role == string(t)
+	return p, role == ""
 }
 
 func roleTypeOf(cert *x509.Certificate) string {
-	role := pki.RoleOf(cert)
-	if project.ValidateRole(role) == nil {
+	if project.ValidateRole(pki.RoleOf(cert)) == nil {
 		return "admin"
 	}
-	return role
+	return "site (server, client or relay)"
 }
 
 // Update changes only fields outside the certificate (ports, capacity):

@@ -151,6 +151,7 @@ func Build(in Input) (*Kit, error) {
 		b.render("startup/fed_admin.json", modeFile, "fed_admin.json.tmpl")
 		b.render("startup/fl_admin.sh", modeScript, "fl_admin.sh.tmpl")
 		b.render("startup/readme.txt", modeFile, "readme.txt.tmpl")
+		b.render("startup/system_info.ipynb", modeFile, "system_info.ipynb.tmpl")
 		b.copy("local/resources.json.default", "admin_resources.json.default")
 	}
 	switch p.Type {

@@ -65,7 +65,7 @@ func TestFileSets(t *testing.T) {
 	want := map[project.Type]string{
 		project.TypeServer: "local/authorization.json.default local/log_config.json.default local/privacy.json.sample local/resources.json.default local/signature.json readme.txt startup/fed_server.json startup/rootCA.pem startup/server.crt startup/server.key startup/signature.json startup/start.sh startup/stop_fl.sh startup/sub_start.sh",
 		project.TypeClient: "local/authorization.json.default local/log_config.json.default local/privacy.json.sample local/resources.json.default local/signature.json readme.txt startup/client.crt startup/client.key startup/fed_client.json startup/rootCA.pem startup/signature.json startup/start.sh startup/stop_fl.sh startup/sub_start.sh",
-		project.TypeAdmin:  "local/resources.json.default local/signature.json startup/client.crt startup/client.key startup/fed_admin.json startup/fl_admin.sh startup/readme.txt startup/rootCA.pem startup/signature.json",
+		project.TypeAdmin:  "local/resources.json.default local/signature.json startup/client.crt startup/client.key startup/fed_admin.json startup/fl_admin.sh startup/readme.txt startup/rootCA.pem startup/signature.json startup/system_info.ipynb",
 		project.TypeRelay:  "local/comm_config.json local/log_config.json.default local/signature.json startup/client.crt startup/client.key startup/fed_relay.json startup/rootCA.pem startup/server.crt startup/server.key startup/signature.json startup/start.sh startup/stop_fl.sh startup/sub_start.sh",
 	}
 	for _, p := range []project.Participant{server, client, admin, relay} {
@@ -87,7 +87,7 @@ func TestFileSets(t *testing.T) {
 			if file.Mode != wantMode {
 				t.Errorf("%s %s mode %o, want %o", p.Type, file.Path, file.Mode, wantMode)
 			}
-			if strings.HasSuffix(file.Path, ".json") || strings.HasSuffix(file.Path, ".default") || strings.HasSuffix(file.Path, ".sample") {
+			if strings.HasSuffix(file.Path, ".json") || strings.HasSuffix(file.Path, ".default") || strings.HasSuffix(file.Path, ".sample") || strings.HasSuffix(file.Path, ".ipynb") {
 				if !json.Valid(file.Data) {
 					t.Errorf("%s %s is not valid JSON", p.Type, file.Path)
 				}

@@ -55,12 +55,13 @@ type Participant struct {
 	Port int `json:"port,omitempty"`
 }
 
-// CertRole is the role NVFlare puts into the participant's certificate.
+// CertRole is the role NVFlare puts into the participant's certificate:
+// admins carry theirs; servers, clients and relays carry none.
 func (p Participant) CertRole() string {
 	if p.Type == TypeAdmin {
 		return p.Role
 	}
-	return string(p.Type)
+	return ""
 }
 
 // ServerHost is the host name clients dial: default_host, else the name.
