@@ -1,0 +1,37 @@
+# make bench — terraform apply with this provider vs `nvflare provision`, and
+# the Go benchmarks of key generation, certificate issuance and kit writing.
+# Writes bench/results.md. Not part of `make test` (it takes minutes).
+#
+# Uses the venv of mk/interop.mk (nvflare and psutil from tests/interop/requirements.txt).
+#   BENCH_SIZES=10,100,1000     participants per project (1 server, 1 admin, N-2 clients)
+#   BENCH_PARALLELISM=4         terraform -parallelism for the main table
+#   BENCH_SWEEP=2,4,10,20       -parallelism values compared at N=BENCH_SWEEP_SIZE ('' skips)
+#   BENCH_PER_RESOURCE_SIZES=100,1000  the layout with one resource per client, for comparison
+#                               (the largest with TF_LOG=trace; '' skips)
+#   BENCH_GO_TIME=3s            -benchtime of the Go benchmarks
+#   BENCH_GO_PKGS=./internal/...  packages whose Go benchmarks run
+
+BENCH_SIZES       ?= 10,100,1000
+BENCH_PARALLELISM ?= 4
+BENCH_SWEEP       ?= 2,4,10,20
+BENCH_SWEEP_SIZE  ?= 100
+BENCH_PER_RESOURCE_SIZES ?= 100,1000
+BENCH_GO_TIME     ?= 3s
+BENCH_GO_PKGS     ?= ./internal/...
+BENCH_RC          := $(BUILD)/bench.tfrc
+BENCH_GO_OUT      := $(BUILD)/bench-go.txt
+
+.PHONY: bench bench-go
+
+bench-go:
+	@mkdir -p $(BUILD)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime=$(BENCH_GO_TIME) $(BENCH_GO_PKGS) | tee $(BENCH_GO_OUT)
+
+bench: build terraform $(INTEROP_STAMP) bench-go
+	@printf 'provider_installation {\n  dev_overrides {\n    "flarekit/flare" = "%s"\n  }\n  direct {}\n}\n' "$(BIN)" > $(BENCH_RC)
+	@mkdir -p bench
+	$(INTEROP_PY) scripts/provision-bench.py --terraform $(TERRAFORM) --tfrc $(BENCH_RC) \
+	    --main-tf examples/quickstart/main.tf --go-bench $(BENCH_GO_OUT) --out bench/results.md \
+	    --sizes $(BENCH_SIZES) --parallelism $(BENCH_PARALLELISM) \
+	    --sweep-size $(BENCH_SWEEP_SIZE) --sweep '$(BENCH_SWEEP)' \
+	    --per-resource-sizes '$(BENCH_PER_RESOURCE_SIZES)' --go-pkgs '$(BENCH_GO_PKGS)'

@@ -1,0 +1,258 @@
+"""A real federation from the provider's kits: NVFlare's server and two clients
+started by the kits' own scripts on 127.0.0.1, the admin kit driving it through
+the FLARE API, one small NumPy FedAvg job, and a clean shutdown. On the way, a
+client and an admin of another project (same names, another root CA) are kept
+out.
+
+The steps run in order and share one federation; after a failed step the rest
+are reported as xfail, and the fixture's teardown ends whatever is left.
+"""
+
+import json
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import (
+    ADMIN,
+    ADMIN_ROLE,
+    CLIENTS,
+    SERVER,
+    copy_kit,
+    describe,
+    kill_all,
+    launch,
+    port_open,
+    processes_under,
+    tail,
+    wait_for,
+)
+
+FOREIGN_CLIENT = "site-1"  # the other project's site-1: same name, other root CA
+
+START_TIMEOUT = 60
+REGISTER_TIMEOUT = 90
+JOB_TIMEOUT = 180
+STOP_TIMEOUT = 60
+
+NUM_ROUNDS = 2
+INITIAL_MODEL = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]
+
+
+class Federation:
+    def __init__(self, project, other_project, run_root: Path, ports):
+        self.run = run_root
+        self.fl_port, self.admin_port = ports
+        self.logs = run_root / "logs"
+        self.kits = {}
+        for name in (SERVER, ADMIN, *CLIENTS):
+            self.kits[name] = copy_kit(project.kit(name), run_root / name)
+        self.foreign_client = copy_kit(other_project.kit(FOREIGN_CLIENT), run_root / "other-project" / FOREIGN_CLIENT)
+        self.foreign_admin = copy_kit(other_project.kit(ADMIN), run_root / "other-project" / ADMIN)
+        self._isolate_server_storage()
+        self.procs = {}
+        self.session = None
+
+    def _isolate_server_storage(self):
+        # The server's resources.json.default keeps jobs and snapshots under
+        # /tmp/nvflare (NVFlare's default). Give this run its own, the way a
+        # site customizes a kit: local/resources.json overrides the .default
+        # (local/ is not checked at startup; startup/ stays untouched).
+        local = self.kits[SERVER] / "local"
+        text = (local / "resources.json.default").read_text()
+        assert "/tmp/nvflare/" in text
+        (local / "resources.json").write_text(text.replace("/tmp/nvflare/", str(self.run / "server-storage") + "/"))
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name.replace('@', '_at_').replace('/', '_')}.out"
+
+    def logs_tail(self, *names) -> str:
+        return "\n".join(tail(self.log(n)) for n in (names or self.procs))
+
+    def start(self, name: str, kit: Path, once: bool):
+        script = "sub_start.sh" if once else "start.sh"
+        argv = [str(kit / "startup" / script)] + (["--once"] if once else [])
+        self.procs[name] = launch(argv, self.log(name), cwd=kit)
+
+    def client_names(self):
+        return sorted(c.name for c in self.session.get_system_info().client_info)
+
+
+@pytest.fixture(scope="module")
+def fed(project, other_project, ports, tmp_path_factory):
+    f = Federation(project, other_project, tmp_path_factory.mktemp("federation"), ports)
+    yield f
+    if f.session is not None:
+        try:
+            f.session.close()
+        except Exception:  # noqa: BLE001 - the server may be gone already
+            pass
+    leftovers = processes_under(f.run)
+    if leftovers:
+        print(f"teardown: ending processes left behind:\n{describe(leftovers)}")
+        kill_all(leftovers)
+
+
+def new_session(kit: Path, timeout: float):
+    """new_secure_session(ADMIN, kit), except that a failed login stops the
+    session's cell: new_secure_session leaves it retrying in the background,
+    and its threads then keep the interpreter from exiting."""
+    from nvflare.fuel.flare_api.flare_api import Session
+
+    session = Session(username=ADMIN, startup_path=str(kit), secure_mode=True)
+    try:
+        session.try_connect(timeout)
+    except BaseException:
+        session.api.close()
+        raise
+    return session
+
+
+def tls_probe(cert: Path, key: Path, ca: Path, port: int) -> bytes:
+    """One HTTPS request with the given client certificate to the server's
+    fed_learn port (TLS 1.2, so a refused client certificate fails the
+    handshake instead of a later read)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # as NVFlare's Python drivers
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(str(ca))
+    ctx.load_cert_chain(str(cert), str(key))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            t.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            return t.recv(64)
+
+
+@pytest.mark.incremental
+class TestFederation:
+    def test_server_starts_from_its_kit(self, fed):
+        assert not port_open(fed.fl_port) and not port_open(fed.admin_port), "ports taken before the server started"
+        fed.start(SERVER, fed.kits[SERVER], once=False)  # start.sh: sub_start.sh's restart loop, in the background
+        wait_for("the server to listen on its fed_learn and admin ports",
+                 lambda: port_open(fed.fl_port) and port_open(fed.admin_port) and "Server started" in
+                 fed.log(SERVER).read_text(errors="replace"),
+                 START_TIMEOUT, detail=lambda: fed.logs_tail(SERVER))
+        assert (fed.kits[SERVER] / "daemon_pid.fl").exists(), "sub_start.sh wrote no daemon_pid.fl"
+
+    def test_admin_logs_in_with_the_admin_kit(self, fed):
+        fed.session = wait_for("the admin to log in through the FLARE API",
+                               lambda: new_session(fed.kits[ADMIN], timeout=10), START_TIMEOUT,
+                               interval=2, detail=lambda: fed.logs_tail(SERVER))
+        info = fed.session.get_system_info()
+        assert info.client_info == [], f"clients before any started: {info.client_info}"
+
+    def test_client_of_another_project_cannot_join(self, fed):
+        fed.start("foreign-" + FOREIGN_CLIENT, fed.foreign_client, once=False)
+        log = fed.log("foreign-" + FOREIGN_CLIENT)
+        wait_for("the other project's client to fail the TLS handshake",
+                 lambda: "certificate verify failed" in log.read_text(errors="replace")
+                 or "CertificateError" in log.read_text(errors="replace"),
+                 START_TIMEOUT, detail=lambda: tail(log))
+        time.sleep(3)  # a registration would have landed by now
+        assert fed.client_names() == [], "a client of another project registered"
+        server_log = fed.log(SERVER).read_text(errors="replace")
+        assert f"New client {FOREIGN_CLIENT}" not in server_log
+
+        # The server side of mTLS on its own: the other project's client
+        # certificate is refused even by a client that trusts this server.
+        own, foreign = fed.kits["site-1"] / "startup", fed.foreign_client / "startup"
+        ok = tls_probe(own / "client.crt", own / "client.key", own / "rootCA.pem", fed.fl_port)
+        assert ok.startswith(b"HTTP/1.1"), ok
+        try:
+            got = tls_probe(foreign / "client.crt", foreign / "client.key", own / "rootCA.pem", fed.fl_port)
+        except (ssl.SSLError, ConnectionError, OSError):
+            got = b""
+        assert got == b"", f"the server answered a client certificate from another CA: {got!r}"
+
+        # The other project's admin kit cannot log in either (its own kit is
+        # fine: the failure is the authentication against this server).
+        from nvflare.apis.fl_exception import FLCommunicationError
+
+        with pytest.raises(FLCommunicationError):
+            new_session(fed.foreign_admin, timeout=5).close()
+
+        # stop_fl.sh -y: the restart loop ends the process and exits.
+        out = subprocess.run([str(fed.foreign_client / "startup" / "stop_fl.sh"), "-y"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stdout + out.stderr
+        wait_for("stop_fl.sh -y to end the other project's client",
+                 lambda: not processes_under(fed.foreign_client), STOP_TIMEOUT,
+                 detail=lambda: describe(processes_under(fed.foreign_client)) + "\n" + tail(log))
+        assert not (fed.foreign_client / "daemon_pid.fl").exists()
+
+    def test_clients_register(self, fed):
+        fed.start("site-1", fed.kits["site-1"], once=True)  # foreground process, no restart loop
+        fed.start("site-2", fed.kits["site-2"], once=False)  # start.sh
+        wait_for("site-1 and site-2 to register with the server",
+                 lambda: fed.client_names() == sorted(CLIENTS), REGISTER_TIMEOUT, interval=2,
+                 detail=lambda: fed.logs_tail(SERVER, *CLIENTS))
+
+    def test_numpy_fedavg_job_completes(self, fed, tmp_path):
+        from nvflare.apis.dxo import DataKind
+        from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import (
+            InTimeAccumulateWeightedAggregator,
+        )
+        from nvflare.app_common.np.np_model_persistor import NPModelPersistor
+        from nvflare.app_common.np.np_trainer import NPTrainer
+        from nvflare.app_common.shareablegenerators.full_model_shareable_generator import (
+            FullModelShareableGenerator,
+        )
+        from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
+        from nvflare.job_config.api import FedJob
+
+        # hello-numpy-sag: every client adds 1 to each weight per round; the
+        # server averages. Nothing to download, no custom code.
+        job = FedJob(name="interop-numpy", min_clients=len(CLIENTS))
+        job.to_server(NPModelPersistor(model=INITIAL_MODEL), id="persistor")
+        job.to_server(InTimeAccumulateWeightedAggregator(expected_data_kind=DataKind.WEIGHTS), id="aggregator")
+        job.to_server(FullModelShareableGenerator(), id="shareable_generator")
+        job.to_server(ScatterAndGather(min_clients=len(CLIENTS), num_rounds=NUM_ROUNDS,
+                                       wait_time_after_min_received=0, persistor_id="persistor",
+                                       aggregator_id="aggregator", shareable_generator_id="shareable_generator",
+                                       train_timeout=120), id="scatter_and_gather")
+        job.to_clients(NPTrainer(delta=1), tasks=["train"])
+        job.export_job(str(tmp_path))
+
+        job_id = fed.session.submit_job(str(tmp_path / "interop-numpy"))
+        from nvflare.fuel.flare_api.api_spec import MonitorReturnCode
+
+        rc, meta = fed.session.monitor_job_and_return_job_meta(job_id, timeout=JOB_TIMEOUT, poll_interval=1)
+        assert rc == MonitorReturnCode.JOB_FINISHED, (
+            f"job {job_id} did not finish within {JOB_TIMEOUT}s\n" + fed.logs_tail(SERVER, *CLIENTS))
+        assert meta["status"] == "FINISHED:COMPLETED", json.dumps(meta, indent=1) + fed.logs_tail(SERVER, *CLIENTS)
+        assert sorted(meta["job_deploy_detail"]) == sorted(["server: OK"] + [f"{c}: OK" for c in CLIENTS])
+        # The server read the submitter's identity from the admin certificate.
+        assert (meta["submitter_name"], meta["submitter_org"], meta["submitter_role"]) == (ADMIN, "nvidia", ADMIN_ROLE)
+
+        result = Path(fed.session.download_job_result(job_id))
+        model = np.load(result / "workspace" / "models" / "server.npy")
+        np.testing.assert_allclose(model, np.array(INITIAL_MODEL) + NUM_ROUNDS)
+
+    def test_clean_shutdown(self, fed):
+        fed.session.shutdown("client")  # admin command: both clients log out and exit
+        wait_for("site-1 (sub_start.sh --once) to exit", lambda: fed.procs["site-1"].poll() is not None,
+                 STOP_TIMEOUT, detail=lambda: fed.logs_tail("site-1"))
+        # The runtime touches shutdown.fl as it exits; sub_start.sh's loop sees it and ends too.
+        wait_for("site-2's restart loop to see shutdown.fl and exit",
+                 lambda: not processes_under(fed.kits["site-2"]), STOP_TIMEOUT,
+                 detail=lambda: describe(processes_under(fed.kits["site-2"])) + "\n" + fed.logs_tail("site-2"))
+        assert fed.procs["site-1"].returncode == 0, fed.logs_tail("site-1")
+        wait_for("the server to drop both clients", lambda: fed.client_names() == [], STOP_TIMEOUT, interval=1)
+
+        fed.session.shutdown("server")  # closes the session
+        fed.session = None
+        wait_for("the server and its restart loop to exit", lambda: not processes_under(fed.kits[SERVER]),
+                 STOP_TIMEOUT, detail=lambda: describe(processes_under(fed.kits[SERVER])) + "\n" +
+                 fed.logs_tail(SERVER))
+
+        left = processes_under(fed.run)
+        assert not left, f"processes left behind:\n{describe(left)}"
+        for kit in (fed.kits[SERVER], fed.kits["site-2"], fed.foreign_client):
+            for f in ("daemon_pid.fl", "pid.fl"):
+                assert not (kit / f).exists(), f"{kit / f} left behind"
+        assert not port_open(fed.fl_port) and not port_open(fed.admin_port)

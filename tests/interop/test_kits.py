@@ -1,0 +1,302 @@
+"""The kits the provider wrote, judged by NVFlare's own code (no NVFlare process).
+
+Signatures: nvflare.lighter.utils.verify_folder_signature (single_signer=True,
+signature.json), the function behind `python -m nvflare.tool.verify_startup_kits`.
+Certificates: nvflare.lighter.utils.load_crt / verify_cert / cert_to_dict, as
+the admin login and the cell authenticator read them.
+Runtime: the startup check server_train and client_train make before anything
+else (SecurityContentService + fed_utils._check_secure_content), and the
+admin-side load of fed_admin.json (secure_load_admin_config).
+"""
+
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509 import DNSName, SubjectAlternativeName
+
+from helpers import (
+    ADMIN,
+    ADMIN_ROLE,
+    CLIENTS,
+    KIT_TYPES,
+    ORG,
+    PROJECT_NAME,
+    SERVER,
+    admin_config_check,
+    copy_kit,
+    flip_one_byte,
+    kit_env,
+    runtime_startup_check,
+    sha256_der_of_pem,
+    verify_folder,
+)
+
+ALL_KITS = sorted(KIT_TYPES)
+SITES = [SERVER, *CLIENTS]  # kits NVFlare's runtime starts from
+
+
+def cert_base(name: str) -> str:
+    return "server" if KIT_TYPES[name] == "server" else "client"
+
+
+def test_outputs_name_every_kit(project):
+    kits = project.output("kits")
+    assert sorted(kits) == ALL_KITS
+    for name, rel in kits.items():
+        kit = project.root / rel
+        assert kit == project.kit(name), f"{name}: output kit_dir {rel} is not <kits_dir>/{name}"
+        for sub in ("startup", "local", "transfer"):
+            assert (kit / sub).is_dir(), f"{kit}/{sub} missing"
+
+
+def test_every_kit_carries_the_project_root_ca(project):
+    from nvflare.lighter.utils import cert_to_dict, load_crt, verify_cert
+
+    ca_pem = (project.ca_dir / "rootCA.pem").read_bytes()
+    for name in ALL_KITS:
+        assert project.root_ca(name).read_bytes() == ca_pem, f"{name}: startup/rootCA.pem is not the project CA"
+    assert sha256_der_of_pem(project.ca_dir / "rootCA.pem") == project.output("root_ca_fingerprint")
+    root = load_crt(str(project.ca_dir / "rootCA.pem"))
+    verify_cert(root, root.public_key())  # self-signed, PKCS#1 v1.5
+    d = cert_to_dict(root)
+    assert d["subject"] == {"commonName": PROJECT_NAME}
+    assert d["issuer"] == {"commonName": PROJECT_NAME}
+
+
+@pytest.mark.parametrize("folder", ["startup", "local"])
+@pytest.mark.parametrize("name", ALL_KITS)
+def test_folder_signature_verifies(project, name, folder):
+    kit = project.kit(name)
+    assert verify_folder(kit / folder, kit / "startup" / "rootCA.pem"), (
+        f"NVFlare's verify_folder_signature rejects {kit / folder}"
+    )
+
+
+@pytest.mark.parametrize("name", SITES)
+def test_verify_startup_kits_tool_accepts(project, name):
+    """The CLI sub_start.sh --verify runs, on the pristine kit."""
+    kit = project.kit(name)
+    r = subprocess.run(
+        [sys.executable, "-m", "nvflare.tool.verify_startup_kits", "-f", str(kit / "startup"),
+         "-c", str(kit / "startup" / "rootCA.pem")],
+        capture_output=True, text=True, timeout=60, env=kit_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("name", ALL_KITS)
+def test_participant_cert(project, name):
+    from nvflare.lighter.utils import cert_to_dict, load_crt, load_private_key_file, verify_cert
+
+    startup = project.kit(name) / "startup"
+    root = load_crt(str(startup / "rootCA.pem"))
+    cert = load_crt(str(startup / f"{cert_base(name)}.crt"))
+    verify_cert(cert_to_be_verified=cert, root_ca_public_key=root.public_key())
+
+    d = cert_to_dict(cert)
+    subject = dict(d["subject"])
+    role = subject.pop("unstructuredName", None)
+    assert subject == {"commonName": name, "organizationName": ORG}
+    if name == ADMIN:
+        assert role == ADMIN_ROLE  # NVFlare reads the admin's role from here at login
+    assert d["issuer"] == {"commonName": PROJECT_NAME}
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+    key = load_private_key_file(str(startup / f"{cert_base(name)}.key"))
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers(), "key does not match cert"
+    assert key.key_size == 2048
+
+    if name == SERVER:
+        sans = cert.extensions.get_extension_for_class(SubjectAlternativeName).value.get_values_for_type(DNSName)
+        assert "localhost" in sans, f"clients dial server_host=localhost, but the server cert SANs are {sans}"
+
+
+# NVFlare 2.7's CertBuilder sets a role on admin certificates only.
+@pytest.mark.parametrize("name", SITES)
+def test_site_cert_carries_no_role(project, name):
+    from nvflare.lighter.utils import cert_to_dict, load_crt
+
+    cert = load_crt(str(project.kit(name) / "startup" / f"{cert_base(name)}.crt"))
+    assert "unstructuredName" not in cert_to_dict(cert)["subject"]
+
+
+@pytest.mark.parametrize("name", SITES)
+def test_runtime_startup_check_accepts(project, name):
+    assert runtime_startup_check(project.kit(name), KIT_TYPES[name]) == []
+
+
+def test_admin_config_check_accepts(project):
+    conf = admin_config_check(project.kit(ADMIN))
+    admin = conf.get_admin_config()
+    assert admin["username"] == ADMIN
+    assert admin["host"] == "localhost"
+
+
+def test_other_project_does_not_chain_to_this_root(project, other_project):
+    from nvflare.lighter.utils import load_crt, verify_cert
+
+    assert other_project.output("root_ca_fingerprint") != project.output("root_ca_fingerprint")
+    root = load_crt(str(project.ca_dir / "rootCA.pem"))
+    for name in ALL_KITS:
+        foreign = other_project.kit(name)
+        cert = load_crt(str(foreign / "startup" / f"{cert_base(name)}.crt"))
+        with pytest.raises(InvalidSignature):
+            verify_cert(cert_to_be_verified=cert, root_ca_public_key=root.public_key())
+        assert not verify_folder(foreign / "startup", project.ca_dir / "rootCA.pem")
+
+
+# One byte changed in a signed file. runtime: what NVFlare's own startup check
+# reports ("server"/"client": _check_secure_content, "admin": fed_admin.json load).
+TAMPER_CASES = [
+    (SERVER, "startup/fed_server.json", True),
+    (SERVER, "startup/server.crt", True),
+    (SERVER, "startup/server.key", True),
+    (SERVER, "startup/sub_start.sh", False),
+    (SERVER, "local/resources.json.default", False),
+    (SERVER, "local/authorization.json.default", False),
+    ("site-1", "startup/fed_client.json", True),
+    ("site-1", "startup/client.crt", True),
+    ("site-1", "startup/client.key", True),
+    ("site-1", "startup/rootCA.pem", True),
+    ("site-2", "startup/start.sh", False),
+    ("site-2", "local/privacy.json.sample", False),
+    ("site-2", "local/log_config.json.default", False),
+    (ADMIN, "startup/fed_admin.json", True),
+    (ADMIN, "startup/client.crt", False),
+    (ADMIN, "local/resources.json.default", False),
+]
+
+
+@pytest.mark.parametrize("name,rel,runtime_checked", TAMPER_CASES, ids=[f"{n}:{r}" for n, r, _ in TAMPER_CASES])
+def test_one_changed_byte_is_rejected(project, tmp_path, name, rel, runtime_checked):
+    kit = copy_kit(project.kit(name), tmp_path / name)
+    true_root = project.ca_dir / "rootCA.pem"  # the operator's copy, not the possibly tampered one in the kit
+    folder, other = rel.split("/")[0], {"startup": "local", "local": "startup"}[rel.split("/")[0]]
+    assert verify_folder(kit / folder, true_root), "precondition: the copy verifies"
+
+    flip_one_byte(kit / rel)
+
+    assert not verify_folder(kit / folder, true_root), f"verify_folder_signature accepts {rel} with a changed byte"
+    assert verify_folder(kit / other, true_root), f"{other}/ should be unaffected"
+
+    if KIT_TYPES[name] == "admin":
+        if runtime_checked:
+            from nvflare.fuel.common.excepts import ConfigError
+
+            with pytest.raises(ConfigError, match="fed_admin.json"):
+                admin_config_check(kit)
+        else:
+            admin_config_check(kit)
+        return
+    bad = runtime_startup_check(kit, KIT_TYPES[name])
+    if runtime_checked:
+        assert rel.split("/")[1] in bad, f"the runtime's startup check does not flag {rel}: {bad}"
+    else:
+        # NVFlare's runtime does not look at this file when it starts; only
+        # verify_folder_signature (above) catches it.
+        assert bad == []
+
+
+@pytest.mark.parametrize("name,rel", [("site-1", "startup/fed_client.json"), (SERVER, "startup/server.crt")])
+def test_runtime_refuses_to_start_from_tampered_kit(project, tmp_path, name, rel):
+    """The real process, started the kit's way (sub_start.sh --once), exits
+    before it opens a connection."""
+    kit = copy_kit(project.kit(name), tmp_path / name)
+    flip_one_byte(kit / rel)
+    r = subprocess.run([str(kit / "startup" / "sub_start.sh"), "--once"], capture_output=True, text=True,
+                       timeout=90, env=kit_env(), stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "The following files are not secure content." in out, out
+    assert rel.split("/")[1] in out, out
+
+
+def test_sub_start_verify_refuses_tampered_kit(project, tmp_path):
+    kit = copy_kit(project.kit("site-2"), tmp_path / "site-2")
+    flip_one_byte(kit / "startup" / "fed_client.json")
+    r = subprocess.run([str(kit / "startup" / "sub_start.sh"), "--verify", "--once"], capture_output=True,
+                       text=True, timeout=90, env=kit_env(), stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "verification failed" in out, out
+    assert "client_train" not in out
+
+
+# --------------------------------------------------------------------------
+# Side by side with `nvflare provision` of the same project.
+
+PROJECT_YML = """\
+api_version: 3
+name: quickstart
+description: NVFlare quickstart federation
+participants:
+  - {{name: server1, type: server, org: nvidia, fed_learn_port: {fl}, admin_port: {adm}, default_host: localhost}}
+  - {{name: admin@nvidia.com, type: admin, org: nvidia, role: project_admin}}
+  - {{name: site-1, type: client, org: nvidia}}
+  - {{name: site-2, type: client, org: nvidia}}
+builders:
+  - path: nvflare.lighter.impl.workspace.WorkspaceBuilder
+    args: {{template_file: [master_template.yml, aws_template.yml, azure_template.yml]}}
+  - path: nvflare.lighter.impl.static_file.StaticFileBuilder
+    args: {{config_folder: config}}
+  - path: nvflare.lighter.impl.cert.CertBuilder
+  - path: nvflare.lighter.impl.signature.SignatureBuilder
+"""
+
+
+@pytest.fixture(scope="module")
+def provisioned(ports, tmp_path_factory):
+    d = tmp_path_factory.mktemp("nvflare-provision")
+    fl, adm = ports
+    (d / "project.yml").write_text(PROJECT_YML.format(fl=fl, adm=adm))
+    nvflare = Path(sys.executable).parent / "nvflare"
+    r = subprocess.run([str(nvflare), "provision", "-p", "project.yml", "-w", "ws"], cwd=d, capture_output=True,
+                       text=True, timeout=120, env=kit_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    return d / "ws" / "quickstart" / "prod_00"
+
+
+def files_of(kit: Path) -> dict:
+    return {str(p.relative_to(kit)): p for p in sorted(kit.rglob("*")) if p.is_file()}
+
+
+def is_json(rel: str) -> bool:
+    return rel.endswith((".json", ".json.default", ".json.sample")) and not rel.endswith("signature.json")
+
+
+@pytest.mark.parametrize("name", [SERVER, *CLIENTS, ADMIN])
+def test_same_files_as_nvflare_provision(project, provisioned, name):
+    ours, theirs = files_of(project.kit(name)), files_of(provisioned / name)
+    assert sorted(ours) == sorted(theirs)
+    for folder in ("startup", "local"):  # and the same files signed
+        sig_ours = json.loads((project.kit(name) / folder / "signature.json").read_text())
+        sig_theirs = json.loads((provisioned / name / folder / "signature.json").read_text())
+        assert sorted(sig_ours) == sorted(sig_theirs)
+
+
+@pytest.mark.parametrize("name", ALL_KITS)
+def test_same_json_as_nvflare_provision(project, provisioned, name):
+    ours, theirs = files_of(project.kit(name)), files_of(provisioned / name)
+    compared = 0
+    for rel in sorted(set(ours) & set(theirs)):
+        if is_json(rel):
+            assert json.loads(ours[rel].read_text()) == json.loads(theirs[rel].read_text()), rel
+            compared += 1
+    assert compared >= 2
+
+
+@pytest.mark.parametrize("name", ALL_KITS)
+def test_same_modes_as_nvflare_provision(project, provisioned, name):
+    ours, theirs = files_of(project.kit(name)), files_of(provisioned / name)
+    for rel in sorted(set(ours) & set(theirs)):
+        mode_ours, mode_theirs = ours[rel].stat().st_mode & 0o777, theirs[rel].stat().st_mode & 0o777
+        if rel.endswith(".key"):
+            assert mode_ours == 0o600, f"{rel}: private key mode {mode_ours:o}"  # NVFlare leaves it 0644
+        else:
+            assert mode_ours == mode_theirs, f"{rel}: {mode_ours:o}, nvflare provision writes {mode_theirs:o}"
