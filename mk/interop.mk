@@ -52,6 +52,11 @@ interop: build terraform $(INTEROP_STAMP)
 	read -r fl adm < <($(INTEROP_PY) -c 'import socket; s=[socket.socket() for _ in range(2)]; [x.bind(("127.0.0.1", 0)) for x in s]; print(*[x.getsockname()[1] for x in s])'); \
 	echo "interop: work dir $$tmp (removed after the run unless INTEROP_KEEP=1), ports fed_learn=$$fl admin=$$adm"; \
 	$(call interop_apply,$$tmp/a,.flare-ca,$(INTEROP_A_ARGS)); \
+	if [[ "$(INTEROP_A_ARGS)" == *vault_transit* ]]; then \
+	  test ! -e $$tmp/a/.flare-ca/rootCA.key || { echo "interop: a root key file exists although the CA is in Vault"; exit 1; }; \
+	  grep -q '"id": "vault_transit:' $$tmp/a/terraform.tfstate || { echo "interop: the project is not on the Vault backend"; exit 1; }; \
+	  echo "interop: project under test signs with Vault Transit (no root key on disk)"; \
+	fi; \
 	$(call interop_apply,$$tmp/b,.other-ca); \
 	FLARE_INTEROP_A=$$tmp/a FLARE_INTEROP_B=$$tmp/b FLARE_INTEROP_FL_PORT=$$fl FLARE_INTEROP_ADMIN_PORT=$$adm \
 	PYTHONDONTWRITEBYTECODE=1 timeout -k 10 $(INTEROP_LIMIT) \
