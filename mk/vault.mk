@@ -22,7 +22,7 @@ VAULT_BENCH_OUT ?= $(BUILD)/vault-bench.txt
 
 .PHONY: vault-tools vault-test vault-test-hashicorp vault-bench
 
-test: vault-test
+test: vault-test vault-test-hashicorp
 
 vault-tools: $(VAULT_STAMP)
 
