@@ -23,15 +23,7 @@ AGENT_TEST_ARGS ?= -count=1 -timeout 10m
 test: agent-test
 
 agent-deps:
-	@set -euo pipefail; \
-	missing=$$(for p in $(AGENT_DEB_PKGS); do \
-	    dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed$$' || echo "$$p"; \
-	  done); \
-	if [ -z "$$missing" ]; then echo "agent-deps: all installed ($(AGENT_DEB_PKGS))"; exit 0; fi; \
-	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	echo "agent-deps: installing" $$missing; \
-	$$sudo apt-get update -q; \
-	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+	./scripts/deb-install.sh $(AGENT_DEB_PKGS)
 
 agent-test: agent-deps
 	QMP_REQUIRE_QEMU=1 $(GO) test $(AGENT_TEST_ARGS) ./internal/qmp/... ./internal/attest/...

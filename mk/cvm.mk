@@ -22,15 +22,7 @@ CVM_TEST_ARGS ?= -count=1 -timeout 10m
 test: cvm-test
 
 cvm-deps:
-	@set -euo pipefail; \
-	missing=$$(for p in $(CVM_DEB_PKGS); do \
-	    dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed$$' || echo "$$p"; \
-	  done); \
-	if [ -z "$$missing" ]; then echo "cvm-deps: all installed ($(CVM_DEB_PKGS))"; exit 0; fi; \
-	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	echo "cvm-deps: installing" $$missing; \
-	$$sudo apt-get update -q; \
-	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+	./scripts/deb-install.sh $(CVM_DEB_PKGS)
 
 cvm-test: cvm-deps
 	CVM_REQUIRE_TOOLS=1 $(GO) test $(CVM_TEST_ARGS) ./internal/cvm/...
