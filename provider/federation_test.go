@@ -124,6 +124,9 @@ func TestAccFederation_Lifecycle(t *testing.T) {
 					if err := os.Remove(filepath.Join(kits, "site-2", "startup", "fed_client.json")); err != nil {
 						t.Fatal(err)
 					}
+					// What a running site writes into its kit is no drift and survives the rewrite.
+					os.WriteFile(filepath.Join(kits, "site-2", "log.txt"), []byte("running"), 0o644)
+					os.WriteFile(filepath.Join(kits, "site-3", "log.txt"), []byte("running"), 0o644)
 				},
 				Config: federationConfig(dir, three, ""),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
@@ -131,7 +134,15 @@ func TestAccFederation_Lifecycle(t *testing.T) {
 					plancheck.ExpectUnknownValue("flare_startup_kit.site_2", tfjsonpath.New("kit_sha256")),
 					plancheck.ExpectResourceAction("flare_startup_kit.site_3", plancheck.ResourceActionNoop),
 				}},
-				Check: checkKits(kits, map[string]string{"site-2": "client"}),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					checkKits(kits, map[string]string{"site-2": "client"}),
+					func(*terraform.State) error {
+						if b, err := os.ReadFile(filepath.Join(kits, "site-2", "log.txt")); err != nil || string(b) != "running" {
+							return fmt.Errorf("the site's log.txt did not survive the kit rewrite: %v", err)
+						}
+						return nil
+					},
+				),
 			},
 			{
 				Config:   federationConfig(dir, three, ""),

@@ -467,7 +467,7 @@ func (r *cvmKitResource) Read(ctx context.Context, req resource.ReadRequest, res
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	digest, err := kit.DigestDir(state.KitDir.ValueString())
+	digest, err := kit.DigestTree(state.KitDir.ValueString())
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		digest = "absent"

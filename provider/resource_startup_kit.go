@@ -68,9 +68,9 @@ func (r *startupKitResource) Schema(_ context.Context, _ resource.SchemaRequest,
 		MarkdownDescription: "Writes one participant's NVFlare startup kit to `<output_dir>/<name>/`: `startup/` " +
 			"(root CA, the participant's certificate and key, `fed_*.json`, start scripts, `signature.json`), " +
 			"`local/` (resources, authorization, privacy and log defaults, `signature.json`) and `transfer/`, " +
-			"as `nvflare provision` (2.7) lays it out. The kit is written to a temporary directory and swapped " +
-			"in with one rename. Any edit to a kit file outside Terraform shows up in the next plan and is " +
-			"repaired by apply.",
+			"as `nvflare provision` (2.7) lays it out. A new kit appears with one rename; an update replaces " +
+			"only the kit's own files, so a running site's logs, job workspaces and local overrides survive. An " +
+			"edit to a managed file outside Terraform shows up in the next plan and is repaired by apply.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "The kit directory."},
 			"participant": schema.StringAttribute{
@@ -98,7 +98,7 @@ func (r *startupKitResource) Schema(_ context.Context, _ resource.SchemaRequest,
 			"kit_dir": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "Path of the written kit."},
 			"kit_sha256": schema.StringAttribute{
 				Computed:            true,
-				MarkdownDescription: "Digest of every file's path, mode and content in the kit as on disk. It changes when a kit file is edited, added or deleted outside Terraform.",
+				MarkdownDescription: "Digest of the kit's managed files (path, mode, content) as on disk: everything in `startup/`, `local/signature.json` and what it signs, `readme.txt`. It changes when one of them is edited, deleted or re-moded outside Terraform; files the site writes do not count.",
 			},
 			"archive_path": schema.StringAttribute{Computed: true, MarkdownDescription: "Path of the archive, or null when `archive` is `none`."},
 		},

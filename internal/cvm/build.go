@@ -66,7 +66,7 @@ type Result struct {
 	// Files are the kit folder's files, relative and sorted.
 	Files    []string
 	Manifest *Manifest
-	// Digest is kit.DigestDir of Dir: any change to a file or mode on disk
+	// Digest is kit.DigestTree of Dir: any change to a file or mode on disk
 	// changes it.
 	Digest string
 	// Notes are things the user should know (README.txt lists them too),

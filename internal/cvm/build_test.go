@@ -110,8 +110,8 @@ func TestBuild(t *testing.T) {
 	if !reflect.DeepEqual(names, []string{"cvm_" + res.ID, "server1.tgz"}) {
 		t.Errorf("participant folder holds %v (temp files left?)", names)
 	}
-	if d, err := kit.DigestDir(res.Dir); err != nil || d != res.Digest {
-		t.Errorf("digest %s, kit.DigestDir %s (%v)", res.Digest, d, err)
+	if d, err := kit.DigestTree(res.Dir); err != nil || d != res.Digest {
+		t.Errorf("digest %s, kit.DigestTree %s (%v)", res.Digest, d, err)
 	}
 	if res.RootEncrypted || res.RootKey != nil {
 		t.Error("root reported encrypted")

@@ -60,7 +60,7 @@ func copyFile(src, dst string) (File, error) {
 	return File{File: filepath.Base(dst), Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-// digestDir computes kit.DigestDir's value (every path, mode and content
+// digestDir computes kit.DigestTree's value (every path, mode and content
 // hash, sorted, hashed) while streaming files instead of loading them.
 // known holds hex SHA-256 of files already hashed, by slash path. Symlinks
 // count by their target text.

@@ -238,7 +238,9 @@ func TestWriteSignVerifyAndDrift(t *testing.T) {
 	}
 }
 
-func TestRewriteReplacesWholeKit(t *testing.T) {
+// A running site keeps logs, job workspaces and local overrides in its kit:
+// a rewrite replaces only our files, and theirs are no drift.
+func TestRewriteKeepsSiteFiles(t *testing.T) {
 	f := newFixture(t)
 	out := t.TempDir()
 	k1, _ := Build(f.input(t, client))
@@ -246,20 +248,59 @@ func TestRewriteReplacesWholeKit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "local", "stray"), []byte("x"), 0o644)
+	siteFiles := map[string]string{"log.txt": "running\n", "local/authorization.json": "{}", "job-1/app/config.json": "{}"}
+	for rel, body := range siteFiles {
+		p := filepath.Join(dir, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(body), 0o644)
+	}
+	if d, _ := DigestDir(dir); d != k1.Digest() {
+		t.Error("files the site wrote count as drift")
+	}
 	k2, _ := Build(f.input(t, client))
 	if _, err := k2.Write(out); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "local", "stray")); !os.IsNotExist(err) {
-		t.Error("a stray file survived the rewrite")
+	for rel, body := range siteFiles {
+		if b, err := os.ReadFile(filepath.Join(dir, rel)); err != nil || string(b) != body {
+			t.Errorf("%s lost in the rewrite: %v", rel, err)
+		}
 	}
 	if d, _ := DigestDir(dir); d != k2.Digest() {
 		t.Error("rewritten kit differs from the second build")
 	}
+	for _, sub := range []string{"startup"} {
+		verifySignatures(t, filepath.Join(dir, sub), f.ca.Cert)
+	}
+
+	// A file of ours that the new kit no longer has is removed.
+	behind := client
+	behind.ConnectTo = relay.Name
+	in := f.input(t, behind)
+	in.Relay = &relay
+	k3, _ := Build(in)
+	if _, err := k3.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "local", "relay__resources.json")); err != nil {
+		t.Fatal("relay__resources.json not written")
+	}
+	if _, err := k2.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "local", "relay__resources.json")); !os.IsNotExist(err) {
+		t.Error("relay__resources.json left after the client stopped using a relay")
+	}
 	entries, _ := os.ReadDir(out)
 	if len(entries) != 1 {
 		t.Errorf("temporary directories left behind: %v", entries)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 6 { // startup local transfer readme.txt log.txt job-1
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("kit root holds %v", names)
 	}
 }
 
