@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/float64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
@@ -60,7 +59,8 @@ type clientsModel struct {
 	Archive      types.String `tfsdk:"archive"`
 	ValidityDays types.Int64  `tfsdk:"validity_days"`
 	Clients      types.Map    `tfsdk:"clients"`
-	Issued       types.Map    `tfsdk:"issued"`
+	KitSHA256    types.Map    `tfsdk:"kit_sha256"`
+	KitDirs      types.Map    `tfsdk:"kit_dirs"`
 }
 
 type clientSpec struct {
@@ -69,19 +69,13 @@ type clientSpec struct {
 	MemPerGPUInGiB types.Float64 `tfsdk:"mem_per_gpu_in_gib"`
 }
 
-// issuedClient is what state keeps per client: no key material.
+// issuedClient is what apply knows of one client's kit. State keeps only
+// the digest per client (and the derived directory): the framework's cost
+// grows with every attribute of every map entry.
 type issuedClient struct {
-	CertFingerprint string `tfsdk:"cert_fingerprint"`
-	KeyFingerprint  string `tfsdk:"key_fingerprint"`
-	NotAfter        string `tfsdk:"not_after"`
-	KitDir          string `tfsdk:"kit_dir"`
-	KitSHA256       string `tfsdk:"kit_sha256"`
+	KitDir    string
+	KitSHA256 string
 }
-
-var issuedType = types.ObjectType{AttrTypes: map[string]attr.Type{
-	"cert_fingerprint": types.StringType, "key_fingerprint": types.StringType, "not_after": types.StringType,
-	"kit_dir": types.StringType, "kit_sha256": types.StringType,
-}}
 
 func (r *clientsResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
 	resp.TypeName = req.ProviderTypeName + "_clients"
@@ -129,8 +123,10 @@ func (r *clientsResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 						MarkdownDescription: "Memory per GPU in GiB (0 when unset)."},
 				}},
 			},
-			"issued": schema.MapAttribute{Computed: true, ElementType: issuedType,
-				MarkdownDescription: "Per client: `cert_fingerprint`, `key_fingerprint`, `not_after`, `kit_dir`, `kit_sha256` (as on disk). No key material."},
+			"kit_sha256": schema.MapAttribute{Computed: true, ElementType: types.StringType,
+				MarkdownDescription: "Per client, the digest of its kit's managed files as on disk (see `flare_startup_kit.kit_sha256`). Certificates and keys stay in the CA directory, none of it in state."},
+			"kit_dirs": schema.MapAttribute{Computed: true, ElementType: types.StringType,
+				MarkdownDescription: "Per client, its kit directory: `<output_dir>/<name>`."},
 		},
 	}
 }
@@ -150,10 +146,30 @@ func (m *clientsModel) specs(ctx context.Context) (map[string]project.Participan
 
 func (m *clientsModel) issued(ctx context.Context) map[string]issuedClient {
 	out := map[string]issuedClient{}
-	if !m.Issued.IsNull() && !m.Issued.IsUnknown() {
-		m.Issued.ElementsAs(ctx, &out, false)
+	var digests map[string]string
+	if !m.KitSHA256.IsNull() && !m.KitSHA256.IsUnknown() {
+		m.KitSHA256.ElementsAs(ctx, &digests, false)
+	}
+	for name, d := range digests {
+		out[name] = issuedClient{KitDir: filepath.Join(m.OutputDir.ValueString(), name), KitSHA256: d}
 	}
 	return out
+}
+
+// setIssued stores the per-client digests and directories.
+func (m *clientsModel) setIssued(ctx context.Context, issued map[string]issuedClient) diag.Diagnostics {
+	digests := make(map[string]string, len(issued))
+	dirs := make(map[string]string, len(issued))
+	for name, c := range issued {
+		digests[name], dirs[name] = c.KitSHA256, c.KitDir
+	}
+	var diags diag.Diagnostics
+	var d diag.Diagnostics
+	m.KitSHA256, d = types.MapValueFrom(ctx, types.StringType, digests)
+	diags.Append(d...)
+	m.KitDirs, d = types.MapValueFrom(ctx, types.StringType, dirs)
+	diags.Append(d...)
+	return diags
 }
 
 func (r *clientsResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
@@ -201,31 +217,28 @@ func (r *clientsResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	old := state.issued(ctx)
 	everything := plan.Server.IsUnknown() || plan.Server.ValueString() != state.Server.ValueString() ||
 		plan.Archive.ValueString() != state.Archive.ValueString()
-	entries := make(map[string]attr.Value, len(specs))
-	changed := false
+	digests := make(map[string]attr.Value, len(specs))
+	dirs := make(map[string]attr.Value, len(specs))
+	changed := len(old) != len(specs)
 	for name, p := range specs {
+		dirs[name] = types.StringValue(filepath.Join(plan.OutputDir.ValueString(), name))
 		prev, had := old[name]
 		o := oldSpecs[name]
 		if everything || !had || o.Org != p.Org || o.NumGPUs != p.NumGPUs || o.MemPerGPUInGiB != p.MemPerGPUInGiB ||
 			(written != nil && want[name] != prev.KitSHA256) {
-			entries[name] = types.ObjectUnknown(issuedType.AttrTypes)
+			digests[name] = types.StringUnknown()
 			changed = true
 			continue
 		}
-		v, d := types.ObjectValueFrom(ctx, issuedType.AttrTypes, prev)
-		resp.Diagnostics.Append(d...)
-		entries[name] = v
-	}
-	if len(old) != len(specs) {
-		changed = true
+		digests[name] = types.StringValue(prev.KitSHA256)
 	}
 	if !changed {
-		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("issued"), state.Issued)...)
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("kit_sha256"), state.KitSHA256)...)
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("kit_dirs"), state.KitDirs)...)
 		return
 	}
-	m, d := types.MapValue(issuedType, entries)
-	resp.Diagnostics.Append(d...)
-	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("issued"), m)...)
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("kit_sha256"), types.MapValueMust(types.StringType, digests))...)
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("kit_dirs"), types.MapValueMust(types.StringType, dirs))...)
 }
 
 func (r *clientsResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
@@ -350,9 +363,7 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 			diags.AddError("Cannot Remove Client Key", err.Error())
 		}
 	}
-	m, d := types.MapValueFrom(ctx, issuedType, issued)
-	diags.Append(d...)
-	plan.Issued = m
+	diags.Append(plan.setIssued(ctx, issued)...)
 	plan.ID = types.StringValue(out)
 	b, _ := json.Marshal(newDigests)
 	diags.Append(priv.SetKey(ctx, privateWrittenDigest, b)...)
@@ -362,13 +373,19 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 // key file gone or replaced: apply then issues a new key and certificate.
 const digestKeyMissing = "key-missing"
 
-func keyMatches(store localca.Store, name, fingerprint string) bool {
+// keyMatches reports whether the client's key file still belongs to its
+// certificate.
+func keyMatches(store localca.Store, name string) bool {
 	key, err := store.LoadParticipantKey(name)
 	if err != nil {
 		return false
 	}
-	fp, err := pki.KeyFingerprint(&key.PublicKey)
-	return err == nil && fp == fingerprint
+	certPEM, err := store.LoadParticipantCert(name)
+	if err != nil {
+		return false
+	}
+	cert, err := pki.ParseCertPEM(certPEM)
+	return err == nil && key.PublicKey.Equal(cert.PublicKey)
 }
 
 // runParallel runs f over work with one worker per CPU: key generation
@@ -420,10 +437,6 @@ func (r *clientsResource) applyClient(w *clientWork, ca pki.CA, store localca.St
 	} else if certPEM, err = store.LoadParticipantCert(p.Name); err != nil {
 		return err
 	}
-	cert, err := pki.ParseCertPEM(certPEM)
-	if err != nil {
-		return err
-	}
 	k, err := kit.Build(kit.Input{Project: ca.Cert.Subject.CommonName, Participant: p, Server: server,
 		RootCAPEM: pki.CertPEM(ca.Cert), CertPEM: certPEM, KeyPEM: pki.KeyPEM(key), Signer: ca.Signer})
 	if err != nil {
@@ -443,9 +456,7 @@ func (r *clientsResource) applyClient(w *clientWork, ca pki.CA, store localca.St
 			return err
 		}
 	}
-	keyFP, _ := pki.KeyFingerprint(&key.PublicKey)
-	w.result = issuedClient{CertFingerprint: pki.CertFingerprint(cert), KeyFingerprint: keyFP,
-		NotAfter: cert.NotAfter.UTC().Format(time.RFC3339), KitDir: dir, KitSHA256: k.Digest()}
+	w.result = issuedClient{KitDir: dir, KitSHA256: k.Digest()}
 	return nil
 }
 
@@ -485,7 +496,7 @@ func (r *clientsResource) Read(ctx context.Context, req resource.ReadRequest, re
 				if errors.Is(err, fs.ErrNotExist) {
 					digest, err = "absent", nil
 				}
-				if err == nil && !keyMatches(store, name, c.KeyFingerprint) {
+				if err == nil && !keyMatches(store, name) {
 					digest = digestKeyMissing
 				}
 				mu.Lock()
@@ -507,9 +518,7 @@ func (r *clientsResource) Read(ctx context.Context, req resource.ReadRequest, re
 		resp.Diagnostics.AddError("Cannot Read Startup Kit", firstErr.Error())
 		return
 	}
-	m, d := types.MapValueFrom(ctx, issuedType, issued)
-	resp.Diagnostics.Append(d...)
-	state.Issued = m
+	resp.Diagnostics.Append(state.setIssued(ctx, issued)...)
 	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
 }
 

@@ -76,8 +76,8 @@ func TestAccClients(t *testing.T) {
 				Config: clientsConfig(dir, three),
 				Check: resource.ComposeAggregateTestCheckFunc(
 					checkNoPrivateKeyInState,
-					resource.TestCheckResourceAttr("flare_clients.sites", "issued.%", "3"),
-					resource.TestCheckResourceAttr("flare_clients.sites", "issued.site-2.kit_dir", filepath.Join(kits, "site-2")),
+					resource.TestCheckResourceAttr("flare_clients.sites", "kit_sha256.%", "3"),
+					resource.TestCheckResourceAttr("flare_clients.sites", "kit_dirs.site-2", filepath.Join(kits, "site-2")),
 					checkKits(kits, map[string]string{"site-1": "client", "site-2": "client", "site-3": "client"}),
 				),
 			},
@@ -116,6 +116,15 @@ func TestAccClients(t *testing.T) {
 			{
 				Config:   clientsConfig(dir, gpus),
 				PlanOnly: true,
+			},
+			{
+				// A deleted key gets a new key and certificate, and a kit to match.
+				PreConfig: func() { os.Remove(filepath.Join(dir, "ca", "participants", "site-4.key")) },
+				Config:    clientsConfig(dir, gpus),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction("flare_clients.sites", plancheck.ResourceActionUpdate),
+				}},
+				Check: checkKits(kits, map[string]string{"site-4": "client"}),
 			},
 			{
 				// Removing a client removes its kit and key.

@@ -112,7 +112,7 @@ output "kits" {
   value = merge(
     { (flare_server.server1.name) = flare_startup_kit.server.kit_dir },
     { (flare_admin.admin.name) = flare_startup_kit.admin.kit_dir },
-    { for name, c in flare_clients.site.issued : name => c.kit_dir },
+    flare_clients.site.kit_dirs,
   )
 }
 

@@ -20,5 +20,5 @@ resource "flare_clients" "sites" {
 }
 
 output "site_kits" {
-  value = { for name, c in flare_clients.sites.issued : name => c.kit_dir }
+  value = flare_clients.sites.kit_dirs
 }
