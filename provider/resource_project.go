@@ -95,7 +95,7 @@ func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 				Required:            true,
 				MarkdownDescription: "Project name; the root certificate's common name. Changing it makes a new CA.",
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
-				Validators:          []validator.String{stringCheck{summary: "Invalid Project Name", desc: "a name NVFlare accepts", check: projectNameFromConfig}},
+				Validators:          []validator.String{stringCheck{summary: "Invalid Project Name", desc: "a name NVFlare accepts", check: project.ValidateProjectName}},
 			},
 			"description": schema.StringAttribute{
 				Optional:            true,
@@ -415,8 +415,4 @@ func (r *projectResource) ImportState(ctx context.Context, req resource.ImportSt
 func validityDaysOf(cert *x509Cert) int64 {
 	d := cert.NotAfter.Sub(cert.NotBefore.Add(pki.Backdate)).Hours() / 24
 	return int64(math.Round(d))
-}
-
-func projectNameFromConfig(name string) error {
-	return project.ValidateProjectName(name)
 }
