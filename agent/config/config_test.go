@@ -1,0 +1,37 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse([]byte("listen: 127.0.0.1:8443\nstate_dir: st\nkit_dir: /srv/site-1\nstop_timeout: 5s\n"), "/etc/flare-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/etc/flare-agent/st" || c.KitDir != "/srv/site-1" || c.Mode != "auto" || c.Accel != "auto" ||
+		c.Restart.Policy != RestartOnFailure || c.Restart.MaxRestarts != DefaultMaxRestarts || c.StopTimeout.D() != 5*time.Second ||
+		c.AttestTimeout.D() != DefaultAttestTimeout || c.Network != "user" || c.QEMU != "qemu-system-x86_64" {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"listen: x\nstate_dir: s\nkit_dir: k\n", "listen"},
+		{"listen: 127.0.0.1:1\nkit_dir: k\n", "state_dir"},
+		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\nmode: sev\n", "mode"},
+		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\nrestart: {policy: always}\n", "restart.policy"},
+		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\nstatus_listen: 0.0.0.0:80\n", "loopback"},
+		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\nstop_timeout: soon\n", "duration"},
+		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\nlisten_port: 3\n", "listen_port"},
+		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\naccel: hvf\n", "accel"},
+	} {
+		_, err := Parse([]byte(tc.yaml), "/")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error about %s", tc.yaml, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,422 @@
+// Package e2e_test runs flare-agent for real: it builds a busybox guest
+// (Debian cloud kernel, an initramfs with the static `flare-agent guest
+// --simulated` responder), a CVM kit with internal/cvm.Build, starts
+// `flare-agent serve` on 127.0.0.1 with certificates from a test CA, and
+// drives it through agent/client: launch, attest, kill -9 and re-attach,
+// crash and restart, upload, stop.
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/flarekit/terraform-provider-flare/agent/api"
+	"github.com/flarekit/terraform-provider-flare/agent/client"
+	"github.com/flarekit/terraform-provider-flare/internal/cvm"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
+)
+
+func TestAgentEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a QEMU guest (about a minute); not in -short")
+	}
+	deps := needHost(t)
+	tStart := time.Now()
+	// Short base path: QMP and attestation sockets live under state_dir,
+	// and unix socket paths are limited to 107 bytes.
+	base, err := os.MkdirTemp("", "flare-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		killAll(base)
+		if !t.Failed() || os.Getenv("FLARE_E2E_KEEP") == "" {
+			os.RemoveAll(base)
+		} else {
+			t.Logf("kept %s", base)
+		}
+	})
+	bin := buildAgent(t, base)
+	tBuild := time.Since(tStart)
+
+	// Guest initramfs and CVM kit.
+	initrd := filepath.Join(base, "initrd.img")
+	buildInitrd(t, deps, bin, initrd)
+	p := newPKI(t, filepath.Join(base, "pki"))
+	siteKit := p.kit(t, "site-1", "server", pki.Subject{CommonName: "site-1", Organization: "org-a"})
+	adminKit := p.kit(t, "admin", "client", pki.Subject{CommonName: "admin@org-a.example", Organization: "org-a", Role: "project_admin"})
+	orgAdminKit := p.kit(t, "orgadmin", "client", pki.Subject{CommonName: "oa@org-a.example", Organization: "org-a", Role: "org_admin"})
+	otherOrgAdmin := p.kit(t, "otheradmin", "client", pki.Subject{CommonName: "oa@org-b.example", Organization: "org-b", Role: "org_admin"})
+	memberKit := p.kit(t, "member", "client", pki.Subject{CommonName: "m@org-a.example", Organization: "org-a", Role: "member"})
+
+	measurement := randHex(48)
+	hostData := randHex(32)
+	tKit := time.Now()
+	res, err := cvm.Build(context.Background(), cvm.BuildInput{
+		Config: cvm.Config{
+			Role:            cvm.RoleServer,
+			RootDriveSizeGB: 1, AppLogDriveSizeGB: 1, UserConfigDriveSizeGB: 1, UserDataDriveSizeGB: 1,
+			DockerArchive: dockerSave(t, base),
+			VCPUs:         1, MemoryMiB: 512,
+			Firmware: deps.ovmf, Kernel: deps.kernel, Initrd: initrd,
+			KernelCmdline: "console=ttyS0 panic=-1",
+			HostData:      hostData,
+		},
+		StartupKitDir:       siteKit,
+		OutputDir:           filepath.Join(base, "kits"),
+		ParticipantName:     "site-1",
+		ExpectedMeasurement: measurement,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("CVM kit %s built in %s (%s)", res.ID, time.Since(tKit).Round(time.Millisecond), res.Dir)
+
+	// Agent config.
+	port, statusPort := freePort(t), freePort(t)
+	accel := envOr("FLARE_E2E_ACCEL", "tcg") // nested KVM here offers /dev/kvm but cannot boot Linux
+	cfgPath := filepath.Join(base, "agent.yaml")
+	cfgText := fmt.Sprintf(`listen: 127.0.0.1:%d
+status_listen: 127.0.0.1:%d
+state_dir: %s
+kit_dir: %s
+qemu: %s
+mode: simulated
+accel: %s
+network: none
+restart:
+  policy: on-failure
+  max_restarts: 2
+stop_timeout: 20s
+attest_timeout: 30s
+log_level: debug
+`, port, statusPort, filepath.Join(base, "state"), siteKit, deps.qemu, accel)
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("https://127.0.0.1:%d", port)
+	adminTLS, err := client.TLSConfigFromKit(adminKit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(base, "agent.log")
+	agent := startAgent(t, bin, cfgPath, logFile, url+"/healthz", adminTLS)
+	t.Cleanup(agent.term)
+	defer func() {
+		if t.Failed() {
+			t.Logf("agent log:\n%s", tailFile(logFile, 80))
+		}
+	}()
+
+	admin := client.New(url, adminTLS)
+	ctx := ctxT(t, 10*time.Minute)
+
+	h, err := admin.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.EffectiveMode != api.ModeSimulated || h.Site != "site-1" || h.Org != "org-a" {
+		t.Fatalf("health %+v", h)
+	}
+	if !h.SNP.Available {
+		t.Logf("SEV-SNP unavailable, as expected here: %s", strings.Join(h.SNP.Reasons, "; "))
+		if !strings.Contains(strings.Join(h.SNP.Reasons, " "), "9.1") && strings.HasPrefix(h.QEMUVersion, "7.") {
+			t.Errorf("reasons do not name the QEMU 9.1 requirement: %v", h.SNP.Reasons)
+		}
+	}
+
+	// Authorization: members and another org's admin may read but not launch.
+	for name, kitDir := range map[string]string{"member": memberKit, "org_admin of org-b": otherOrgAdmin} {
+		c, err := client.FromKit(url, kitDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.List(ctx); err != nil {
+			t.Errorf("%s cannot list: %v", name, err)
+		}
+		_, err = c.Launch(ctx, res.Dir)
+		if client.StatusCode(err) != http.StatusForbidden {
+			t.Errorf("%s launch: got %v, want 403", name, err)
+		} else {
+			t.Logf("%s launch refused: %v", name, err)
+		}
+	}
+	// A certificate from another CA does not get in at all.
+	foreign := newPKI(t, filepath.Join(base, "foreign"))
+	foreignKit := foreign.kit(t, "intruder", "client", pki.Subject{CommonName: "x", Organization: "org-a", Role: "project_admin"})
+	fc, err := client.FromKit(url, foreignKit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fc.List(ctx); err == nil {
+		t.Error("a certificate from another CA was accepted")
+	}
+
+	// Launch (as org_admin of the site's org) and wait for the responder.
+	orgAdmin, err := client.FromKit(url, orgAdminKit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tLaunch := time.Now()
+	c1, err := orgAdmin.Launch(ctx, res.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	launchRT := time.Since(tLaunch)
+	if c1.State != api.StateRunning || c1.Mode != api.ModeSimulated || c1.PID == 0 || c1.Launch == nil {
+		t.Fatalf("launched CVM %+v", c1)
+	}
+	t.Logf("launch: HTTP round trip %s; agent: verify %.1f ms, QEMU start %.1f ms, QMP %.1f ms, total %.1f ms (agent overhead beyond QEMU %.1f ms)",
+		launchRT.Round(time.Microsecond), c1.Launch.VerifyMillis, c1.Launch.QEMUMillis, c1.Launch.QMPMillis, c1.Launch.TotalMillis,
+		c1.Launch.TotalMillis-c1.Launch.QEMUMillis)
+	if _, err := admin.Launch(ctx, res.Dir); client.StatusCode(err) != http.StatusConflict {
+		t.Errorf("second launch of a running kit: %v, want 409", err)
+	}
+	ready := waitReady(t, ctx, admin, c1.ID, 3*time.Minute)
+	t.Logf("guest responder ready %s after launch", time.Since(tLaunch).Round(time.Millisecond))
+	if ready.PID != c1.PID {
+		t.Fatalf("QEMU pid changed from %d to %d before any crash", c1.PID, ready.PID)
+	}
+
+	// Attestation.
+	v := attestOK(t, ctx, admin, c1.ID, measurement, hostData)
+	t.Logf("attestation: fetch %.1f ms, verify %.1f ms; measurement %s, chip %s…", v.FetchMillis, v.VerifyMillis, v.Measurement, v.ChipID[:16])
+	var fetch, verify []float64
+	for i := 0; i < 5; i++ {
+		v := attestOK(t, ctx, admin, c1.ID, measurement, hostData)
+		fetch, verify = append(fetch, v.FetchMillis), append(verify, v.VerifyMillis)
+	}
+	t.Logf("attestation x5: fetch ms %v, verify ms %v", fetch, verify)
+	// A member may read attestations.
+	member, _ := client.FromKit(url, memberKit)
+	if _, err := member.Attest(ctx, c1.ID, randBytes(32)); err != nil {
+		t.Errorf("member attestation: %v", err)
+	}
+	if _, err := admin.Attest(ctx, c1.ID, []byte("short")); client.StatusCode(err) != http.StatusBadRequest {
+		t.Errorf("short nonce: %v, want 400", err)
+	}
+	if _, err := admin.Attest(ctx, "nope-123456", randBytes(32)); !client.IsNotFound(err) {
+		t.Errorf("unknown CVM: %v, want 404", err)
+	}
+	logs, err := admin.Logs(ctx, c1.ID, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(logs.Lines, "\n"), "serving attestation requests") {
+		t.Errorf("console log tail lacks the responder's line:\n%s", strings.Join(logs.Lines, "\n"))
+	}
+
+	// Status page (plain HTTP on loopback) in headless Chromium.
+	t.Run("status page in chromium", func(t *testing.T) {
+		dom := chromiumDOM(t, fmt.Sprintf("http://127.0.0.1:%d/", statusPort))
+		for _, want := range []string{c1.ID, "simulated", "site-1", "responder up", "verified"} {
+			if !strings.Contains(dom, want) {
+				t.Errorf("status page lacks %q", want)
+			}
+		}
+	})
+	// Metrics.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: adminTLS.Clone()}}
+	resp, err := hc.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`flare_agent_launches_total{mode="simulated",result="ok"} 1`, `flare_agent_cvms{mode="simulated",state="running"} 1`, "flare_agent_attestation_seconds_bucket"} {
+		if !bytes.Contains(mb, []byte(want)) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	resp, err = hc.Get(url + "/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(ob, []byte("/v1/cvms/{id}/attestation")) {
+		t.Error("openapi.yaml not served")
+	}
+
+	// kill -9 the agent: QEMU lives on; a new agent re-attaches.
+	agent.kill9()
+	if !alive(c1.PID) {
+		t.Fatal("QEMU died with the agent")
+	}
+	time.Sleep(300 * time.Millisecond)
+	tRe := time.Now()
+	agent = startAgent(t, bin, cfgPath, logFile, url+"/healthz", adminTLS)
+	t.Cleanup(agent.term)
+	t.Logf("agent restarted and healthy in %s", time.Since(tRe).Round(time.Millisecond))
+	after, err := admin.Get(ctx, c1.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.State != api.StateRunning || after.PID != c1.PID || !after.GuestReady || after.QEMUStatus != "running" {
+		t.Fatalf("after re-attach: %+v (want running, pid %d, guest ready)", after, c1.PID)
+	}
+	if l, _ := admin.List(ctx); len(l) != 1 {
+		t.Fatalf("after re-attach the agent lists %d CVMs, want 1", len(l))
+	}
+	attestOK(t, ctx, admin, c1.ID, measurement, hostData)
+	t.Logf("re-attached to QEMU pid %d; attestation verified", after.PID)
+
+	// Crash: kill QEMU behind the agent's back; on-failure relaunches it.
+	if err := syscall.Kill(c1.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tCrash := time.Now()
+	var restarted *api.CVM
+	for time.Since(tCrash) < time.Minute {
+		c, err := admin.Get(ctx, c1.ID)
+		if err == nil && c.Restarts == 1 && c.PID != 0 && c.PID != c1.PID && c.State == api.StateRunning {
+			restarted = c
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if restarted == nil {
+		c, _ := admin.Get(ctx, c1.ID)
+		t.Fatalf("QEMU was not restarted after a crash: %+v", c)
+	}
+	t.Logf("crash detected and QEMU relaunched (pid %d → %d) in %s; last error %q", c1.PID, restarted.PID,
+		time.Since(tCrash).Round(time.Millisecond), restarted.LastError)
+	waitReady(t, ctx, admin, c1.ID, 3*time.Minute)
+	attestOK(t, ctx, admin, c1.ID, measurement, hostData)
+
+	// Clean stop: system_powerdown; the guest powers off (power button).
+	tStop := time.Now()
+	st, err := orgAdmin.Stop(ctx, c1.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != api.StateStopped {
+		t.Fatalf("after stop: %+v", st)
+	}
+	t.Logf("stopped in %s", time.Since(tStop).Round(time.Millisecond))
+	if pids := qemuPIDs(base); len(pids) != 0 {
+		t.Fatalf("QEMU processes left after stop: %v", pids)
+	}
+	if _, err := admin.Attest(ctx, c1.ID, randBytes(32)); client.StatusCode(err) != http.StatusServiceUnavailable {
+		t.Errorf("attesting a stopped CVM: %v, want 503", err)
+	}
+
+	// Upload: a tampered archive is refused; the real one launches.
+	tgz, err := os.ReadFile(res.Archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := tamperArchive(t, tgz)
+	if _, err := admin.Upload(ctx, bytes.NewReader(bad)); client.StatusCode(err) != http.StatusBadRequest {
+		t.Errorf("tampered upload: %v, want 400", err)
+	} else {
+		t.Logf("tampered upload refused: %v", err)
+	}
+	if _, err := member.Upload(ctx, bytes.NewReader(tgz)); client.StatusCode(err) != http.StatusForbidden {
+		t.Errorf("member upload: %v, want 403", err)
+	}
+	tUp := time.Now()
+	c2, err := admin.Upload(ctx, bytes.NewReader(tgz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("upload of %d KiB verified and launched in %s (kit files verified in %.1f ms)", len(tgz)>>10, time.Since(tUp).Round(time.Millisecond), c2.Launch.VerifyMillis)
+	waitReady(t, ctx, admin, c2.ID, 3*time.Minute)
+	attestOK(t, ctx, admin, c2.ID, measurement, hostData)
+	if _, err := admin.Stop(ctx, c2.ID); err != nil {
+		t.Fatal(err)
+	}
+	if pids := qemuPIDs(base); len(pids) != 0 {
+		t.Fatalf("QEMU processes left after the second stop: %v", pids)
+	}
+	t.Logf("end-to-end total %s (agent build %s)", time.Since(tStart).Round(time.Millisecond), tBuild.Round(time.Millisecond))
+}
+
+func waitReady(t *testing.T, ctx context.Context, c *client.Client, id string, d time.Duration) *api.CVM {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	v, err := c.WaitReady(wctx, id)
+	if err != nil {
+		logs, _ := c.Logs(ctx, id, 40)
+		var l string
+		if logs != nil {
+			l = strings.Join(logs.Lines, "\n")
+		}
+		t.Fatalf("%v\nconsole:\n%s", err, l)
+	}
+	return v
+}
+
+func attestOK(t *testing.T, ctx context.Context, c *client.Client, id, measurement, hostData string) *api.Verdict {
+	t.Helper()
+	nonce := randBytes(32)
+	v, err := c.Attest(ctx, id, nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Verified || !v.Simulated || v.Mode != api.ModeSimulated || v.Measurement != measurement || v.HostData != hostData ||
+		!bytes.Equal(v.Nonce, nonce) || len(v.Evidence) == 0 {
+		t.Fatalf("verdict: verified %v simulated %v mode %s measurement %s host_data %s reasons %v",
+			v.Verified, v.Simulated, v.Mode, v.Measurement, v.HostData, v.Reasons)
+	}
+	return v
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func randHex(n int) string { return hex.EncodeToString(randBytes(n)) }
+
+// chromiumDOM renders url in headless Chromium and returns the DOM; it
+// skips when no chromium is installed.
+func chromiumDOM(t *testing.T, url string) string {
+	t.Helper()
+	var bin string
+	for _, n := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(n); err == nil {
+			bin = p
+			break
+		}
+	}
+	if bin == "" {
+		t.Skip("chromium is not installed (apt-get install chromium; `make agent-e2e` does)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+		"--user-data-dir="+t.TempDir(), "--dump-dom", url)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium: %v\n%s", err, tailLines(stderr.String(), 20))
+	}
+	if !strings.Contains(out.String(), "<table") {
+		t.Fatalf("chromium DOM has no table:\n%s", out.String())
+	}
+	return out.String()
+}
+
+func tailLines(s string, n int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
