@@ -356,9 +356,7 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 			continue
 		}
 		_ = os.RemoveAll(prev.KitDir)
-		for _, ext := range []string{kit.ArchiveTGZ, kit.ArchiveZIP} {
-			_ = os.Remove(filepath.Join(out, name+"."+ext))
-		}
+		kit.RemoveArchives(out, name, kit.ArchiveNone)
 		if err := store.RemoveParticipant(name); err != nil {
 			diags.AddError("Cannot Remove Client Key", err.Error())
 		}
@@ -446,11 +444,7 @@ func (r *clientsResource) applyClient(w *clientWork, ca pki.CA, store localca.St
 	if err != nil {
 		return err
 	}
-	for _, ext := range []string{kit.ArchiveTGZ, kit.ArchiveZIP} {
-		if ext != plan.Archive.ValueString() {
-			_ = os.Remove(filepath.Join(out, p.Name+"."+ext))
-		}
-	}
+	kit.RemoveArchives(out, p.Name, plan.Archive.ValueString())
 	if a := plan.Archive.ValueString(); a != kit.ArchiveNone {
 		if _, err := k.WriteArchive(out, a); err != nil {
 			return err
@@ -536,9 +530,7 @@ func (r *clientsResource) Delete(ctx context.Context, req resource.DeleteRequest
 	out := state.OutputDir.ValueString()
 	for name, c := range state.issued(ctx) {
 		_ = os.RemoveAll(c.KitDir)
-		for _, ext := range []string{kit.ArchiveTGZ, kit.ArchiveZIP} {
-			_ = os.Remove(filepath.Join(out, name+"."+ext))
-		}
+		kit.RemoveArchives(out, name, kit.ArchiveNone)
 		if err := store.RemoveParticipant(name); err != nil {
 			resp.Diagnostics.AddError("Cannot Remove Client Key", err.Error())
 		}

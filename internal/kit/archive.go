@@ -7,6 +7,7 @@ import (
 	"compress/gzip"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -88,4 +89,14 @@ func (k *Kit) zip(buf *bytes.Buffer) error {
 		}
 	}
 	return zw.Close()
+}
+
+// RemoveArchives deletes <parent>/<name>.tgz and .zip except the format
+// keep (pass ArchiveNone to remove both).
+func RemoveArchives(parent, name, keep string) {
+	for _, format := range []string{ArchiveTGZ, ArchiveZIP} {
+		if format != keep {
+			_ = os.Remove(filepath.Join(parent, name+"."+format))
+		}
+	}
 }
