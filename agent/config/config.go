@@ -50,6 +50,13 @@ type Config struct {
 	// SimulatedCPU is QEMU's -cpu in simulated mode (default: host with
 	// KVM, max with TCG). SEV-SNP uses the kit's vcpu_type.
 	SimulatedCPU string `yaml:"simulated_cpu"`
+	// SimulatedFirmware, when set, is the firmware QEMU boots in simulated
+	// mode instead of the kit's. A kit carries OVMF's AmdSev build, made
+	// for SEV-SNP, which a host's QEMU may be unable to run without SEV;
+	// nothing is measured in simulated mode, so any OVMF that boots the
+	// kit's kernel will do (e.g. Debian's /usr/share/ovmf/OVMF.fd). The
+	// kit's firmware is still checked against launch.json.
+	SimulatedFirmware string `yaml:"simulated_firmware"`
 	// Restart is the policy when QEMU exits without a stop request.
 	Restart Restart `yaml:"restart"`
 	// StopTimeout is how long a stop waits after system_powerdown before
@@ -145,6 +152,7 @@ func Parse(b []byte, base string) (*Config, error) {
 		return filepath.Join(base, p)
 	}
 	c.StateDir, c.KitDir, c.VCEKCacheDir = abs(c.StateDir), abs(c.KitDir), abs(c.VCEKCacheDir)
+	c.SimulatedFirmware = abs(c.SimulatedFirmware)
 	for i, d := range c.AllowedKitDirs {
 		c.AllowedKitDirs[i] = filepath.Clean(abs(d))
 	}
@@ -214,6 +222,14 @@ func (c *Config) Validate() error {
 	}
 	if c.SimulatedCPU != "" && strings.ContainsAny(c.SimulatedCPU, " \t\n") {
 		errs = append(errs, fmt.Errorf("simulated_cpu %q: a QEMU -cpu value has no spaces", c.SimulatedCPU))
+	}
+	if c.SimulatedFirmware != "" {
+		if c.Mode == api.ModeSNP {
+			errs = append(errs, errors.New("simulated_firmware is set but mode is snp: it applies to simulated launches only"))
+		}
+		if fi, err := os.Stat(c.SimulatedFirmware); err != nil || !fi.Mode().IsRegular() {
+			errs = append(errs, fmt.Errorf("simulated_firmware %q is not a readable file (e.g. /usr/share/ovmf/OVMF.fd from Debian's ovmf)", c.SimulatedFirmware))
+		}
 	}
 	switch c.Restart.Policy {
 	case RestartNever, RestartOnFailure:

@@ -30,6 +30,9 @@ type Options struct {
 	KVM bool
 	// CPU is -cpu in simulated mode; empty: host with KVM, max with TCG.
 	CPU string
+	// Firmware, in simulated mode, is the -bios file to boot instead of
+	// the kit's (config simulated_firmware); empty: the kit's.
+	Firmware string
 	// CBitPos and ReducedPhysBits go to sev-snp-guest (SNP only).
 	CBitPos, ReducedPhysBits int
 	// Name is QEMU's -name.
@@ -112,7 +115,11 @@ func Args(m *cvm.Manifest, kitDir string, o Options) ([]string, error) {
 			"-m", mem,
 		)
 	}
-	a = append(a, "-bios", file(m.Firmware.File), "-kernel", file(m.Kernel.File))
+	bios := file(m.Firmware.File)
+	if !snp && o.Firmware != "" {
+		bios = o.Firmware
+	}
+	a = append(a, "-bios", bios, "-kernel", file(m.Kernel.File))
 	if m.Initrd != nil {
 		a = append(a, "-initrd", file(m.Initrd.File))
 	}

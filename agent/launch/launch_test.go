@@ -119,6 +119,17 @@ func TestArgsSimulated(t *testing.T) {
 	if got := strings.Join(a, " "); !strings.Contains(got, "-cpu EPYC ") {
 		t.Errorf("simulated_cpu not used: %s", got)
 	}
+	o.Firmware = "/usr/share/ovmf/OVMF.fd"
+	a, _ = Args(m, dir, o)
+	if got := strings.Join(a, " "); !strings.Contains(got, "-bios /usr/share/ovmf/OVMF.fd -kernel") {
+		t.Errorf("simulated_firmware not used: %s", got)
+	}
+	snp := opts(api.ModeSNP)
+	snp.Firmware = "/usr/share/ovmf/OVMF.fd"
+	a, _ = Args(m, dir, snp)
+	if got := strings.Join(a, " "); !strings.Contains(got, "-bios "+dir+"/OVMF.fd") {
+		t.Errorf("an SNP launch must boot the kit's (measured) firmware: %s", got)
+	}
 	o.QMPSocket = "/" + strings.Repeat("x", 120)
 	if _, err := Args(m, dir, o); err == nil || !strings.Contains(err.Error(), "longer than") {
 		t.Errorf("long socket path: %v", err)

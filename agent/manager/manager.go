@@ -296,7 +296,7 @@ func (m *Manager) Launch(ctx context.Context, kitDir, by string, verifyDrives, o
 		Owned:        owned,
 	}
 	args, err := launch.Args(man, kitDir, launch.Options{
-		Mode: m.mode, KVM: accel == "kvm", CPU: m.cfg.SimulatedCPU, CBitPos: m.host.SNP.CBitPos, ReducedPhysBits: 1,
+		Mode: m.mode, KVM: accel == "kvm", CPU: m.cfg.SimulatedCPU, Firmware: m.cfg.SimulatedFirmware, CBitPos: m.host.SNP.CBitPos, ReducedPhysBits: 1,
 		Name: "flare-" + id, QMPSocket: in.rec.QMPSocket, AttestSocket: in.rec.AttestSocket,
 		ConsoleLog: in.rec.ConsoleLog, PIDFile: in.rec.PIDFile,
 		Network: m.cfg.Network, ForwardAddress: m.cfg.ForwardAddress,
