@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flarekit/terraform-provider-flare/agent/agenttest"
 	"github.com/flarekit/terraform-provider-flare/agent/api"
 	"github.com/flarekit/terraform-provider-flare/agent/client"
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
@@ -32,7 +33,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a QEMU guest (about a minute); not in -short")
 	}
-	deps := needHost(t)
+	deps := agenttest.NeedHost(t)
 	tStart := time.Now()
 	// Short base path: QMP and attestation sockets live under state_dir,
 	// and unix socket paths are limited to 107 bytes.
@@ -41,19 +42,19 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		killAll(base)
+		agenttest.KillAll(base)
 		if !t.Failed() || os.Getenv("FLARE_E2E_KEEP") == "" {
 			os.RemoveAll(base)
 		} else {
 			t.Logf("kept %s", base)
 		}
 	})
-	bin := buildAgent(t, base)
+	bin := agenttest.BuildAgent(t, base)
 	tBuild := time.Since(tStart)
 
 	// Guest initramfs and CVM kit.
 	initrd := filepath.Join(base, "initrd.img")
-	buildInitrd(t, deps, bin, initrd)
+	agenttest.BuildInitrd(t, deps, bin, initrd)
 	p := newPKI(t, filepath.Join(base, "pki"))
 	siteKit := p.kit(t, "site-1", "server", pki.Subject{CommonName: "site-1", Organization: "org-a"})
 	adminKit := p.kit(t, "admin", "client", pki.Subject{CommonName: "admin@org-a.example", Organization: "org-a", Role: "project_admin"})
@@ -68,9 +69,9 @@ func TestAgentEndToEnd(t *testing.T) {
 		Config: cvm.Config{
 			Role:            cvm.RoleServer,
 			RootDriveSizeGB: 1, AppLogDriveSizeGB: 1, UserConfigDriveSizeGB: 1, UserDataDriveSizeGB: 1,
-			DockerArchive: dockerSave(t, base),
+			DockerArchive: agenttest.DockerSave(t, base),
 			VCPUs:         1, MemoryMiB: 512,
-			Firmware: deps.ovmf, Kernel: deps.kernel, Initrd: initrd,
+			Firmware: deps.OVMF, Kernel: deps.Kernel, Initrd: initrd,
 			KernelCmdline: "console=ttyS0 panic=-1",
 			HostData:      hostData,
 		},
@@ -85,8 +86,8 @@ func TestAgentEndToEnd(t *testing.T) {
 	t.Logf("CVM kit %s built in %s (%s)", res.ID, time.Since(tKit).Round(time.Millisecond), res.Dir)
 
 	// Agent config.
-	port, statusPort := freePort(t), freePort(t)
-	accel := envOr("FLARE_E2E_ACCEL", "tcg") // nested KVM here offers /dev/kvm but cannot boot Linux
+	port, statusPort := agenttest.FreePort(t), agenttest.FreePort(t)
+	accel := agenttest.EnvOr("FLARE_E2E_ACCEL", "tcg") // nested KVM here offers /dev/kvm but cannot boot Linux
 	cfgPath := filepath.Join(base, "agent.yaml")
 	cfgText := fmt.Sprintf(`listen: 127.0.0.1:%d
 status_listen: 127.0.0.1:%d
@@ -102,7 +103,7 @@ restart:
 stop_timeout: 20s
 attest_timeout: 30s
 log_level: debug
-`, port, statusPort, filepath.Join(base, "state"), siteKit, deps.qemu, accel)
+`, port, statusPort, filepath.Join(base, "state"), siteKit, deps.QEMU, accel)
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -112,11 +113,11 @@ log_level: debug
 		t.Fatal(err)
 	}
 	logFile := filepath.Join(base, "agent.log")
-	agent := startAgent(t, bin, cfgPath, logFile, url+"/healthz", adminTLS)
-	t.Cleanup(agent.term)
+	agent := agenttest.StartAgent(t, bin, cfgPath, logFile, url+"/healthz", adminTLS)
+	t.Cleanup(agent.Term)
 	defer func() {
 		if t.Failed() {
-			t.Logf("agent log:\n%s", tailFile(logFile, 80))
+			t.Logf("agent log:\n%s", agenttest.TailFile(logFile, 80))
 		}
 	}()
 
@@ -251,14 +252,14 @@ log_level: debug
 	}
 
 	// kill -9 the agent: QEMU lives on; a new agent re-attaches.
-	agent.kill9()
-	if !alive(c1.PID) {
+	agent.Kill9()
+	if !agenttest.Alive(c1.PID) {
 		t.Fatal("QEMU died with the agent")
 	}
 	time.Sleep(300 * time.Millisecond)
 	tRe := time.Now()
-	agent = startAgent(t, bin, cfgPath, logFile, url+"/healthz", adminTLS)
-	t.Cleanup(agent.term)
+	agent = agenttest.StartAgent(t, bin, cfgPath, logFile, url+"/healthz", adminTLS)
+	t.Cleanup(agent.Term)
 	t.Logf("agent restarted and healthy in %s", time.Since(tRe).Round(time.Millisecond))
 	after, err := admin.Get(ctx, c1.ID)
 	if err != nil {
@@ -306,7 +307,7 @@ log_level: debug
 		t.Fatalf("after stop: %+v", st)
 	}
 	t.Logf("stopped in %s", time.Since(tStop).Round(time.Millisecond))
-	if pids := qemuPIDs(base); len(pids) != 0 {
+	if pids := agenttest.QEMUPIDs(base); len(pids) != 0 {
 		t.Fatalf("QEMU processes left after stop: %v", pids)
 	}
 	if _, err := admin.Attest(ctx, c1.ID, randBytes(32)); client.StatusCode(err) != http.StatusServiceUnavailable {
@@ -338,7 +339,7 @@ log_level: debug
 	if _, err := admin.Stop(ctx, c2.ID); err != nil {
 		t.Fatal(err)
 	}
-	if pids := qemuPIDs(base); len(pids) != 0 {
+	if pids := agenttest.QEMUPIDs(base); len(pids) != 0 {
 		t.Fatalf("QEMU processes left after the second stop: %v", pids)
 	}
 	t.Logf("end-to-end total %s (agent build %s)", time.Since(tStart).Round(time.Millisecond), tBuild.Round(time.Millisecond))
