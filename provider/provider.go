@@ -168,6 +168,7 @@ func (p *flareProvider) Resources(_ context.Context) []func() resource.Resource 
 		NewRelayResource,
 		NewStartupKitResource,
 		NewCVMKitResource,
+		NewCVMInstanceResource,
 	}
 }
 
@@ -175,5 +176,6 @@ func (p *flareProvider) DataSources(_ context.Context) []func() datasource.DataS
 	return []func() datasource.DataSource{
 		NewProjectConfigDataSource,
 		NewSNPMeasurementDataSource,
+		NewCVMAttestationDataSource,
 	}
 }

@@ -1,0 +1,163 @@
+package provider
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/flarekit/terraform-provider-flare/agent/api"
+	"github.com/flarekit/terraform-provider-flare/agent/client"
+	"github.com/flarekit/terraform-provider-flare/agent/launch"
+	"github.com/flarekit/terraform-provider-flare/agent/manager"
+	"github.com/flarekit/terraform-provider-flare/internal/attest"
+	"github.com/flarekit/terraform-provider-flare/internal/cvm"
+)
+
+// What flare_cvm_attestation and flare_cvm_instance share: reaching a
+// site's flare-agent, reading the CVM kit Terraform built, and checking a
+// guest's evidence here, against the kit's expected values, rather than
+// taking the agent's word for it (the host that runs the agent is exactly
+// what confidential computing does not trust).
+
+var agentURLCheck = stringCheck{summary: "Invalid Agent URL", desc: "an https:// URL of a flare-agent, e.g. https://site-1.example.com:8443",
+	check: checkAgentURL}
+
+func checkAgentURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", s, err)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("%q: give the agent's https:// address with host and port, e.g. https://site-1.example.com:8443 (the agent speaks mutual TLS only)", s)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		return fmt.Errorf("%q: give the agent's base address without a path or query", s)
+	}
+	return nil
+}
+
+var authKitCheck = stringCheck{summary: "Invalid Startup Kit", desc: "a startup kit folder with startup/rootCA.pem and a certificate",
+	check: func(dir string) error {
+		if _, err := os.Stat(filepath.Join(dir, "startup", "rootCA.pem")); err != nil {
+			return fmt.Errorf("%s has no startup/rootCA.pem: name a startup kit of the project (flare_startup_kit.<name>.kit_dir), e.g. a project_admin's", dir)
+		}
+		return nil
+	}}
+
+var cvmKitDirCheck = stringCheck{summary: "Invalid CVM Kit", desc: "a CVM kit folder with launch.json (flare_cvm_kit.<name>.kit_dir)",
+	check: func(dir string) error {
+		_, err := readCVMKit(dir)
+		return err
+	}}
+
+var nonceCheck = stringCheck{summary: "Invalid Nonce", desc: "16 to 1024 bytes in hex",
+	check: func(s string) error {
+		_, err := parseNonce(s)
+		return err
+	}}
+
+var minimumTCBCheck = stringCheck{summary: "Invalid TCB Version", desc: "a TCB_VERSION as 16 hex digits",
+	check: func(s string) error {
+		_, err := parseTCB(s)
+		return err
+	}}
+
+// readCVMKit reads and checks the kit's launch.json.
+func readCVMKit(dir string) (*cvm.Manifest, error) {
+	m, err := launch.ReadManifest(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a CVM kit (flare_cvm_kit.<name>.kit_dir): %w", dir, err)
+	}
+	if err := launch.CheckManifest(m); err != nil {
+		return nil, fmt.Errorf("CVM kit %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// agentClientFor authenticates with the startup kit at authKitDir and
+// accepts only an agent whose certificate is the site's: the participant
+// the CVM kit is for (the agent serves with that site's startup kit).
+func agentClientFor(agentURL, authKitDir, site string) (*client.Client, error) {
+	cfg, err := client.TLSConfigFromKit(authKitDir)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(agentURL, client.PinSite(cfg, site)), nil
+}
+
+// checkOptions are the caller's demands beyond the kit's expected values.
+type checkOptions struct {
+	// ExpectedMeasurement overrides launch.json's (hex, 48 bytes).
+	ExpectedMeasurement string
+	// AllowSimulated accepts evidence from the simulated platform of a CVM
+	// the agent launched in simulated mode.
+	AllowSimulated bool
+	MinimumTCB     uint64
+	VCEKCacheDir   string
+}
+
+// errSimulatedRefused is why a simulated CVM fails without allow_simulated.
+const errSimulatedRefused = "simulated: the agent runs this CVM in simulated mode (no SEV-SNP on its host), so its report " +
+	"proves nothing about the hardware; set allow_simulated = true to accept simulated reports (tests only)"
+
+// checkEvidence verifies the evidence in the agent's verdict here: the
+// signature and chain (go-sev-guest verify, offline), and measurement,
+// policy, host data and REPORT_DATA = SHA-512(nonce ‖ guest key) against
+// the kit (go-sev-guest validate). It returns the local verdict; the
+// agent's own is ignored apart from its mode.
+func checkEvidence(agentVerdict *api.Verdict, nonce []byte, kit *cvm.Manifest, mode string, o checkOptions) (*api.Verdict, error) {
+	if len(agentVerdict.Evidence) == 0 {
+		return nil, errors.New("the agent's answer carries no evidence to verify")
+	}
+	simulated := mode == api.ModeSimulated
+	exp := manager.Expected{
+		Measurement: kit.ExpectedMeasurement,
+		HostData:    kit.HostData,
+		Policy:      kit.GuestPolicy,
+		Simulated:   simulated && o.AllowSimulated,
+	}
+	if o.ExpectedMeasurement != "" {
+		exp.Measurement = strings.ToLower(o.ExpectedMeasurement)
+	}
+	v, err := manager.AttestVerifier{VCEKCacheDir: o.VCEKCacheDir, MinimumTCB: o.MinimumTCB}.Verify(agentVerdict.Evidence, nonce, exp)
+	if err != nil {
+		return nil, err
+	}
+	if simulated && !o.AllowSimulated {
+		v.Verified = false
+		v.Reasons = append([]string{errSimulatedRefused}, v.Reasons...)
+	}
+	v.CVMID, v.Mode, v.Nonce, v.Evidence = agentVerdict.CVMID, mode, nonce, agentVerdict.Evidence
+	v.ExpectedMeasurement = exp.Measurement
+	v.At, v.FetchMillis, v.VerifyMillis = agentVerdict.At, agentVerdict.FetchMillis, agentVerdict.VerifyMillis
+	return v, nil
+}
+
+func parseTCB(s string) (uint64, error) {
+	t := strings.TrimPrefix(strings.ToLower(s), "0x")
+	if len(t) == 0 || len(t) > 16 {
+		return 0, fmt.Errorf("%q is not a TCB_VERSION: give up to 16 hex digits, e.g. 0x0b00000000000004 (boot loader in the low byte)", s)
+	}
+	v, err := strconv.ParseUint(t, 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a TCB_VERSION: give up to 16 hex digits, e.g. 0x0b00000000000004", s)
+	}
+	return v, nil
+}
+
+// parseNonce reads a caller's nonce (hex) or, when empty, makes one.
+func parseNonce(s string) ([]byte, error) {
+	if s == "" {
+		return attest.NewNonce()
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) < attest.MinNonceSize || len(b) > attest.MaxNonceSize {
+		return nil, fmt.Errorf("nonce must be %d to %d bytes in hex, e.g. random_id.n.hex of a random_id with byte_length = 32", attest.MinNonceSize, attest.MaxNonceSize)
+	}
+	return b, nil
+}
