@@ -18,6 +18,10 @@
 #                        QEMU (restart policy), uploads, stops. About 30 s.
 #   make flare-agent     build/bin/flare-agent (static, CGO off)
 #
+# `make test` installs the deps and runs these tests (and the provider's
+# TestAccCVMInstance, which starts a real agent too) in its own go test run
+# with FLARE_REQUIRE_HOST=1: a missing host piece fails instead of skipping.
+#
 # FLARE_E2E_ACCEL=kvm runs the guest under KVM (default tcg: nested KVM on
 # CI machines offers /dev/kvm but hangs booting Linux). FLARE_E2E_KEEP=1
 # keeps the test's folder (kits, state, agent.log) when it fails.
@@ -30,7 +34,8 @@ AGENT_E2E_ARGS     ?= -count=1 -timeout 15m
 
 .PHONY: agent-e2e-deps agent-unit agent-e2e flare-agent
 
-test: agent-e2e
+test: agent-e2e-deps
+TEST_ENV += FLARE_REQUIRE_HOST=1
 
 agent-e2e-deps:
 	./scripts/deb-install.sh $(AGENT_E2E_DEB_PKGS)

@@ -12,6 +12,9 @@
 #                     QMP_REQUIRE_QEMU=1) and internal/attest (go-sev-guest's
 #                     simulated test device and fake AMD chain; no network).
 #
+# `make test` installs the deps and runs these packages in its own go test
+# run with QMP_REQUIRE_QEMU=1.
+#
 # Included by GNUmakefile (GO, SHELL=bash come from there).
 
 GO              ?= go
@@ -20,7 +23,8 @@ AGENT_TEST_ARGS ?= -count=1 -timeout 10m
 
 .PHONY: agent-deps agent-test
 
-test: agent-test
+test: agent-deps
+TEST_ENV += QMP_REQUIRE_QEMU=1
 
 agent-deps:
 	./scripts/deb-install.sh $(AGENT_DEB_PKGS)

@@ -8,7 +8,8 @@
 #                   Uses sudo when not root; skips apt when all are installed.
 #   make cvm-test   cvm-deps, then the internal/cvm tests with the tools
 #                   required (CVM_REQUIRE_TOOLS=1: missing tools fail, not
-#                   skip); part of `make test`
+#                   skip). `make test` installs the deps and runs these
+#                   tests in its own go test run with the same switch.
 #
 # Included by GNUmakefile (BUILD, GO, SHELL=bash come from there). Without
 # the tools, `go test ./internal/cvm/...` skips the image tests and says why.
@@ -19,7 +20,8 @@ CVM_TEST_ARGS ?= -count=1 -timeout 10m
 
 .PHONY: cvm-deps cvm-test
 
-test: cvm-test
+test: cvm-deps
+TEST_ENV += CVM_REQUIRE_TOOLS=1
 
 cvm-deps:
 	./scripts/deb-install.sh $(CVM_DEB_PKGS)

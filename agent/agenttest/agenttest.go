@@ -38,6 +38,17 @@ type Host struct {
 	QEMU, Kernel, KernelVersion, Busybox, OVMF string
 }
 
+// SkipOrFail skips the test, or fails it when FLARE_REQUIRE_HOST is set
+// (`make test` sets it after installing the host packages, so a missing
+// piece there is a failure, not a silent skip).
+func SkipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("FLARE_REQUIRE_HOST") != "" {
+		t.Fatalf("FLARE_REQUIRE_HOST is set: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
 // EnvOr returns the environment variable k, or def when it is unset.
 func EnvOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
@@ -99,7 +110,7 @@ func NeedHost(t testing.TB) Host {
 		missing = append(missing, d.OVMF+" (apt-get install ovmf)")
 	}
 	if len(missing) > 0 {
-		t.Skipf("flare-agent end-to-end test needs: %s; `make agent-e2e` installs them", strings.Join(missing, "; "))
+		SkipOrFail(t, "flare-agent end-to-end test needs: %s; `make agent-e2e-deps` installs them", strings.Join(missing, "; "))
 	}
 	return d
 }
@@ -176,7 +187,7 @@ func modulesFor(t testing.TB, kver string, names []string) []string {
 			t.Fatalf("module %s is neither built into %s nor in modules.dep", n, kver)
 		}
 		if !strings.HasSuffix(p, ".ko") {
-			t.Skipf("module %s is compressed (%s): busybox insmod in the test initramfs cannot load it", n, p)
+			SkipOrFail(t, "module %s is compressed (%s): busybox insmod in the test initramfs cannot load it", n, p)
 		}
 		order = append(order, p)
 	}

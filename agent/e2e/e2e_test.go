@@ -396,7 +396,7 @@ func chromiumDOM(t *testing.T, url string) string {
 		}
 	}
 	if bin == "" {
-		t.Skip("chromium is not installed (apt-get install chromium; `make agent-e2e` does)")
+		agenttest.SkipOrFail(t, "chromium is not installed (apt-get install chromium; `make agent-e2e-deps` does)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
