@@ -65,9 +65,11 @@ type CA struct {
 	Signer crypto.Signer
 }
 
-// GenerateKey makes an RSA key of the size NVFlare uses.
+// GenerateKey makes an RSA key of the size NVFlare uses (e = 65537). It
+// uses generateRSAKey (keygen.go), not rsa.GenerateKey, for speed; the key
+// passes crypto/rsa's own validation.
 func GenerateKey() (*rsa.PrivateKey, error) {
-	return rsa.GenerateKey(rand.Reader, ParticipantKeyBits)
+	return generateRSAKey(rand.Reader, ParticipantKeyBits)
 }
 
 // Validity is a certificate's lifetime window.
