@@ -107,6 +107,7 @@ resource "flare_startup_kit" "lead" {
   output_dir  = %[1]q
 }
 resource "flare_cvm_kit" "site_1" {
+  project_id         = flare_project.p.id
   startup_kit_dir    = flare_startup_kit.site_1.kit_dir
   startup_kit_sha256 = flare_startup_kit.site_1.kit_sha256
   output_dir         = %[2]q

@@ -19,7 +19,10 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
+	"github.com/flarekit/terraform-provider-flare/internal/cvm"
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
 	"github.com/flarekit/terraform-provider-flare/internal/measure/measuretest"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
 
 // writeDockerSave writes a one-layer `docker save` archive: no Docker needed.
@@ -109,6 +112,7 @@ resource "flare_startup_kit" "s" {
   output_dir  = %[2]q
 }
 resource "flare_cvm_kit" "s" {
+  project_id         = flare_project.p.id
   startup_kit_dir    = flare_startup_kit.s.kit_dir
   startup_kit_sha256 = flare_startup_kit.s.kit_sha256
   output_dir         = %[3]q
@@ -157,7 +161,24 @@ resource "flare_cvm_kit" "s" {
 						attrs := s.RootModule().Resources["flare_cvm_kit.s"].Primary.Attributes
 						return checkCVMKit(t, tools, attrs["kit_dir"], attrs["expected_measurement"])
 					},
+					checkCVMKitSigned("flare_cvm_kit.s", filepath.Join(dir, "kits", "server1", "startup", "rootCA.pem")),
 				),
+			},
+			{
+				// The kit is signed by the root its startup kit trusts, or not at all.
+				Config: config("console=ttyS0 root=/dev/vda rw") + fmt.Sprintf(`
+resource "flare_project" "other" {
+  name = "other"
+  ca   = { dir = %q }
+}`, filepath.Join(dir, "other-ca")),
+			},
+			{
+				Config: strings.Replace(config("console=ttyS0 root=/dev/vda rw"), "project_id         = flare_project.p.id", "project_id         = flare_project.other.id", 1) + fmt.Sprintf(`
+resource "flare_project" "other" {
+  name = "other"
+  ca   = { dir = %q }
+}`, filepath.Join(dir, "other-ca")),
+				ExpectError: regexp.MustCompile(`(?s)Startup Kit of Another Project.*made by project "cc",\s+not\s+by\s+project_id's\s+"other"`),
 			},
 			{
 				// Plan-time validation names the field and the fix.
@@ -217,6 +238,22 @@ func (c measurementChange) CheckPlan(_ context.Context, req plancheck.CheckPlanR
 		return
 	}
 	resp.Error = fmt.Errorf("%s not in plan", c.address)
+}
+
+// checkCVMKitSigned verifies the kit's signature.json under the root
+// certificate at rootPEM, independently of the agent.
+func checkCVMKitSigned(name, rootPEM string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		b, err := os.ReadFile(rootPEM)
+		if err != nil {
+			return err
+		}
+		root, err := pki.ParseCertPEM(b)
+		if err != nil {
+			return err
+		}
+		return kit.VerifyFiles(s.RootModule().Resources[name].Primary.Attributes["kit_dir"], cvm.SignedFiles, root)
+	}
 }
 
 func checkCVMKit(t *testing.T, tools map[string]string, kitDir, measurement string) error {

@@ -33,6 +33,7 @@ import (
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
 	"github.com/flarekit/terraform-provider-flare/internal/measure"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
 
 var (
@@ -43,10 +44,11 @@ var (
 // NewCVMKitResource is the flare_cvm_kit factory.
 func NewCVMKitResource() resource.Resource { return &cvmKitResource{} }
 
-type cvmKitResource struct{}
+type cvmKitResource struct{ withProviderData }
 
 type cvmKitModel struct {
 	ID               types.String `tfsdk:"id"`
+	ProjectID        types.String `tfsdk:"project_id"`
 	StartupKitDir    types.String `tfsdk:"startup_kit_dir"`
 	StartupKitSHA256 types.String `tfsdk:"startup_kit_sha256"`
 	OutputDir        types.String `tfsdk:"output_dir"`
@@ -114,6 +116,12 @@ func (r *cvmKitResource) Schema(_ context.Context, _ resource.SchemaRequest, res
 			"Written to `<output_dir>/<participant>/cvm_<id>/` with `<participant>.tgz` beside it.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, MarkdownDescription: "The CVM kit directory (its name follows the inputs, so any change moves it)."},
+			"project_id": schema.StringAttribute{Required: true,
+				MarkdownDescription: "`flare_project.<name>.id`: the project whose root CA signs the kit (`signature.json` over " +
+					"`launch.json`, which holds the SHA-256 of every drive and boot file, and the script and README). " +
+					"flare-agent launches only kits that verify against its project's root. The startup kit must be of this project.",
+				Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
+					check: func(s string) error { _, err := storeFromProjectID(s); return err }}}},
 			"startup_kit_dir": schema.StringAttribute{Required: true,
 				MarkdownDescription: "`flare_startup_kit.<name>.kit_dir`: the participant's startup kit, copied to `nvflare/` on the user_config drive."},
 			"startup_kit_sha256": schema.StringAttribute{Required: true,
@@ -410,6 +418,15 @@ func (r *cvmKitResource) build(ctx context.Context, m *cvmKitModel, old *cvmKitM
 	if diags.HasError() {
 		return
 	}
+	ca, _, err := r.ca(ctx, m.ProjectID.ValueString())
+	if err != nil {
+		diags.AddAttributeError(path.Root("project_id"), "Cannot Load Project CA", err.Error())
+		return
+	}
+	if err := sameProject(kitDir, ca.Cert); err != nil {
+		diags.AddAttributeError(path.Root("startup_kit_dir"), "Startup Kit of Another Project", err.Error())
+		return
+	}
 	participant := filepath.Base(filepath.Clean(kitDir))
 	measurement, err := measureConfig(c)
 	if err != nil {
@@ -418,7 +435,7 @@ func (r *cvmKitResource) build(ctx context.Context, m *cvmKitModel, old *cvmKitM
 	}
 	in := cvm.BuildInput{
 		Config: c, StartupKitDir: kitDir, OutputDir: m.OutputDir.ValueString(), ParticipantName: participant,
-		ExpectedMeasurement: measurement,
+		ExpectedMeasurement: measurement, Signer: ca.Signer,
 	}
 	keyFile := filepath.Join(m.OutputDir.ValueString(), participant, "cvm_root.key")
 	if c.EncryptRoot {
@@ -497,6 +514,24 @@ func (r *cvmKitResource) Delete(ctx context.Context, req resource.DeleteRequest,
 		}
 	}
 	os.Remove(filepath.Dir(state.KitDir.ValueString())) // the participant folder, if empty
+}
+
+// sameProject checks that the startup kit trusts root: its rootCA.pem is
+// the project's root certificate.
+func sameProject(kitDir string, root *x509Cert) error {
+	b, err := os.ReadFile(filepath.Join(kitDir, "startup", "rootCA.pem"))
+	if err != nil {
+		return err
+	}
+	got, err := pki.ParseCertPEM(b)
+	if err != nil {
+		return fmt.Errorf("%s/startup/rootCA.pem: %w", kitDir, err)
+	}
+	if !got.Equal(root) {
+		return fmt.Errorf("%s was made by project %q, not by project_id's %q: a CVM kit is signed by the root its startup kit trusts",
+			kitDir, got.Subject.CommonName, root.Subject.CommonName)
+	}
+	return nil
 }
 
 func listPortsValidator() []validator.List {

@@ -26,6 +26,7 @@ import (
 	"github.com/flarekit/terraform-provider-flare/agent/api"
 	"github.com/flarekit/terraform-provider-flare/agent/client"
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
 
@@ -76,6 +77,7 @@ func TestAgentEndToEnd(t *testing.T) {
 			HostData:      hostData,
 		},
 		StartupKitDir:       siteKit,
+		Signer:              p.ca.Signer,
 		OutputDir:           filepath.Join(base, "kits"),
 		ParticipantName:     "site-1",
 		ExpectedMeasurement: measurement,
@@ -319,11 +321,40 @@ log_level: debug
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := tamperArchive(t, tgz)
-	if _, err := admin.Upload(ctx, bytes.NewReader(bad)); client.StatusCode(err) != http.StatusBadRequest {
-		t.Errorf("tampered upload: %v, want 400", err)
-	} else {
-		t.Logf("tampered upload refused: %v", err)
+	flipLast := func(b []byte) []byte { b[len(b)-1] ^= 1; return b }
+	moreMemory := func(b []byte) []byte {
+		return bytes.Replace(b, []byte(`"memory_mib": 512`), []byte(`"memory_mib": 4096`), 1)
+	}
+	foreignSigned := func(b []byte) []byte {
+		var files []kit.File
+		for _, f := range cvm.SignedFiles {
+			data, err := os.ReadFile(filepath.Join(res.Dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, kit.File{Path: f, Data: data})
+		}
+		sigs, err := kit.SignFolder(files, foreign.ca.Signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sigs
+	}
+	for _, bad := range []struct {
+		what, file string
+		change     func([]byte) []byte
+		want       string
+	}{
+		{"initrd changed", "initrd.img", flipLast, "initrd.img has SHA-256"},
+		{"launch.json changed", "launch.json", moreMemory, "launch.json: signature does not verify"},
+		{"signed by another project", kit.SignatureFile, foreignSigned, "not signed by project"},
+	} {
+		_, err := admin.Upload(ctx, bytes.NewReader(tamperArchive(t, tgz, bad.file, bad.change)))
+		if client.StatusCode(err) != http.StatusBadRequest || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("upload, %s: %v, want 400 naming %q", bad.what, err, bad.want)
+		} else {
+			t.Logf("upload, %s: refused: %v", bad.what, err)
+		}
 	}
 	if _, err := member.Upload(ctx, bytes.NewReader(tgz)); client.StatusCode(err) != http.StatusForbidden {
 		t.Errorf("member upload: %v, want 403", err)

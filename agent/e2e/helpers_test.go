@@ -68,8 +68,9 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// tamperArchive flips one byte of the kit's initrd inside the tgz.
-func tamperArchive(t *testing.T, tgz []byte) []byte {
+// tamperArchive returns the tgz with the kit file named file replaced by
+// change(its content).
+func tamperArchive(t *testing.T, tgz []byte, file string, change func([]byte) []byte) []byte {
 	t.Helper()
 	zr, err := gzip.NewReader(bytes.NewReader(tgz))
 	if err != nil {
@@ -92,8 +93,9 @@ func tamperArchive(t *testing.T, tgz []byte) []byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.HasSuffix(h.Name, "/initrd.img") && len(data) > 0 {
-			data[len(data)-1] ^= 1
+		if strings.HasSuffix(h.Name, "/"+file) {
+			data = change(data)
+			h.Size = int64(len(data))
 			changed = true
 		}
 		if err := tw.WriteHeader(h); err != nil {
@@ -102,7 +104,7 @@ func tamperArchive(t *testing.T, tgz []byte) []byte {
 		tw.Write(data)
 	}
 	if !changed {
-		t.Fatal("no initrd.img in the kit archive")
+		t.Fatalf("no %s in the kit archive", file)
 	}
 	tw.Close()
 	zw.Close()

@@ -3,6 +3,7 @@ package launch
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
 )
 
 var (
@@ -24,6 +26,27 @@ var (
 	kitIDRE    = regexp.MustCompile(`^[0-9a-f]{8}$`)
 	vcpuTypeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 )
+
+// VerifySignature checks that the kit's signature.json signs its own files
+// (cvm.SignedFiles: launch.json, which binds every other file by SHA-256,
+// and the script and README) with the key of root, the project's root CA
+// from the site's startup kit. Only flare_cvm_kit, holding that key, can
+// make a kit this agent launches.
+func VerifySignature(kitDir string, root *x509.Certificate) error {
+	if root == nil {
+		return errors.New("no project root certificate to check the kit's signature.json against")
+	}
+	err := kit.VerifyFiles(kitDir, cvm.SignedFiles, root)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, serr := os.Stat(filepath.Join(kitDir, kit.SignatureFile)); serr != nil {
+			return fmt.Errorf("kit %s has no %s: only kits signed with project %q's root CA launch (flare_cvm_kit signs them)", kitDir, kit.SignatureFile, root.Subject.CommonName)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("kit %s is not signed by project %q's root CA: %w", kitDir, root.Subject.CommonName, err)
+	}
+	return nil
+}
 
 // ReadManifest loads and checks <kitDir>/launch.json. Unknown fields are
 // rejected, so a manifest from a newer layout is not half-understood.

@@ -11,9 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flarekit/terraform-provider-flare/agent/api"
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
 
 func sum(b []byte) string {
@@ -284,5 +287,59 @@ func TestEffectiveMode(t *testing.T) {
 	}
 	if m, _ := h.EffectiveMode(api.ModeSimulated); m != api.ModeSimulated {
 		t.Errorf("simulated: %q", m)
+	}
+}
+
+// TestVerifySignature: a kit launches only when signature.json signs its
+// launch.json, script and README under the project's root.
+func TestVerifySignature(t *testing.T) {
+	dir, _ := testKit(t)
+	for _, f := range []string{cvm.ScriptFile, cvm.ReadmeFile} {
+		os.WriteFile(filepath.Join(dir, f), []byte(f+"\n"), 0o644)
+	}
+	newRoot := func(name string) pki.CA {
+		key, err := pki.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := pki.NewRootCA(key, name, pki.ValidityFor(time.Now(), 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pki.CA{Cert: cert, Signer: key}
+	}
+	project, other := newRoot("project"), newRoot("other")
+	sign := func(ca pki.CA) {
+		var files []kit.File
+		for _, f := range cvm.SignedFiles {
+			b, _ := os.ReadFile(filepath.Join(dir, f))
+			files = append(files, kit.File{Path: f, Data: b})
+		}
+		sigs, err := kit.SignFolder(files, ca.Signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, kit.SignatureFile), sigs, 0o644)
+	}
+
+	if err := VerifySignature(dir, project.Cert); err == nil || !strings.Contains(err.Error(), "has no signature.json") {
+		t.Errorf("unsigned kit: %v", err)
+	}
+	sign(project)
+	if err := VerifySignature(dir, project.Cert); err != nil {
+		t.Fatalf("signed kit: %v", err)
+	}
+	if err := VerifySignature(dir, other.Cert); err == nil || !strings.Contains(err.Error(), `not signed by project "other"`) {
+		t.Errorf("kit of another project: %v", err)
+	}
+	if err := VerifySignature(dir, nil); err == nil {
+		t.Error("no root: accepted")
+	}
+	// One byte of launch.json changed: more memory, say.
+	p := filepath.Join(dir, cvm.ManifestFile)
+	b, _ := os.ReadFile(p)
+	os.WriteFile(p, bytes.Replace(b, []byte(`"memory_mib": 2048`), []byte(`"memory_mib": 2049`), 1), 0o644)
+	if err := VerifySignature(dir, project.Cert); err == nil || !strings.Contains(err.Error(), "launch.json: signature does not verify") {
+		t.Errorf("tampered launch.json: %v", err)
 	}
 }

@@ -12,18 +12,27 @@ import (
 	"strings"
 
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
 )
 
 // kitExtras are files a kit folder has besides those launch.json lists.
-var kitExtras = map[string]bool{cvm.ManifestFile: true, "launch_vm.sh": true, "README.txt": true}
+var kitExtras = func() map[string]bool {
+	m := map[string]bool{kit.SignatureFile: true}
+	for _, f := range cvm.SignedFiles {
+		m[f] = true
+	}
+	return m
+}()
 
 // Unpack extracts a CVM kit archive (the <participant>.tgz that
 // flare_cvm_kit writes: entries <participant>/cvm_<id>/<file>) into dest,
 // which must not exist, and returns the kit folder inside it. It accepts
 // only regular files and directories, no absolute or escaping names, at
 // most maxBytes unpacked. Then it checks the folder strictly: exactly one
-// launch.json, no files besides the ones it lists (and launch_vm.sh,
-// README.txt), every listed file with its recorded size and SHA-256.
+// launch.json, no files besides the ones it lists (and the kit's own
+// files, cvm.SignedFiles and signature.json), every listed file with its
+// recorded size and SHA-256. The signature is checked at launch
+// (VerifySignature), as for a kit launched by path.
 func Unpack(r io.Reader, dest string, maxBytes int64) (string, *cvm.Manifest, error) {
 	if err := os.Mkdir(dest, 0o700); err != nil {
 		return "", nil, err

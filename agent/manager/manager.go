@@ -8,6 +8,7 @@ package manager
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -64,6 +65,10 @@ type Manager struct {
 	log      *slog.Logger
 	verifier Verifier
 	Metrics  *Metrics
+	// KitRoot is the project's root CA (the site kit's rootCA.pem): a kit
+	// launches only if its signature.json verifies under it. Set it
+	// before serving.
+	KitRoot *x509.Certificate
 
 	launchMu sync.Mutex // the one-CVM-per-kit check and registration
 	mu       sync.Mutex
@@ -253,6 +258,9 @@ func (m *Manager) Launch(ctx context.Context, kitDir, by string, verifyDrives, o
 	}
 	man, err := launch.ReadManifest(kitDir)
 	if err != nil {
+		return api.CVM{}, fmt.Errorf("%w: %v", ErrBadKit, err)
+	}
+	if err := launch.VerifySignature(kitDir, m.KitRoot); err != nil {
 		return api.CVM{}, fmt.Errorf("%w: %v", ErrBadKit, err)
 	}
 	if err := launch.VerifyFiles(kitDir, man, verifyDrives); err != nil {

@@ -3,13 +3,13 @@ package cvm
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/flarekit/terraform-provider-flare/internal/atomicfile"
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
 )
 
 // layoutVersion enters the kit id: bump it when Build's output changes for
@@ -48,6 +49,11 @@ type BuildInput struct {
 	// random bytes in hex. It is returned in Result and never written into
 	// the kit.
 	RootKey []byte
+	// Signer holds the project's root CA key: Build signs the kit's own
+	// files (SignedFiles) into signature.json with it, as NVFlare signs a
+	// startup kit, and flare-agent launches only kits that verify against
+	// its project's rootCA.pem. Required.
+	Signer crypto.Signer
 
 	// driveUnit is the bytes per configured drive GB (0: 1 GiB); tests use
 	// MiB. luksIterTimeMS is the LUKS PBKDF2 time (0: qemu's 2 s).
@@ -107,6 +113,9 @@ func (in *BuildInput) check() error {
 	}
 	if in.RootKey != nil && (len(in.RootKey) == 0 || !utf8.Valid(in.RootKey) || bytes.ContainsRune(in.RootKey, 0)) {
 		errs = append(errs, errors.New("root key: give a non-empty UTF-8 passphrase without NUL (qemu-img's LUKS driver takes text)"))
+	}
+	if in.Signer == nil {
+		errs = append(errs, errors.New("signer: a CVM kit is signed with the project's root CA key (flare-agent launches only signed kits)"))
 	}
 	if in.ExpectedMeasurement != "" && !measurementRE.MatchString(in.ExpectedMeasurement) {
 		errs = append(errs, fmt.Errorf("expected measurement %q is not 48 bytes in hex (96 digits)", in.ExpectedMeasurement))
@@ -421,20 +430,25 @@ func Build(ctx context.Context, in BuildInput) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range []struct {
-		name string
-		data []byte
-		mode fs.FileMode
-	}{
-		{ManifestFile, append(mj, '\n'), 0o644},
-		{"launch_vm.sh", script, 0o755},
-		{"README.txt", readme, 0o644},
-	} {
-		p := filepath.Join(tmp, f.name)
-		if err := os.WriteFile(p, f.data, f.mode); err != nil {
+	own := []kit.File{
+		{Path: ManifestFile, Data: append(mj, '\n'), Mode: 0o644},
+		{Path: ScriptFile, Data: script, Mode: 0o755},
+		{Path: ReadmeFile, Data: readme, Mode: 0o644},
+	}
+	// An unchanged kit keeps its signatures (PSS is randomized), so the
+	// same inputs still give the same bytes.
+	sigs, err := os.ReadFile(filepath.Join(final, kit.SignatureFile))
+	if err != nil || !kit.SignaturesCover(sigs, own, in.Signer.Public()) {
+		if sigs, err = kit.SignFolder(own, in.Signer); err != nil {
+			return nil, fmt.Errorf("sign the kit: %w", err)
+		}
+	}
+	for _, f := range append(own, kit.File{Path: kit.SignatureFile, Data: sigs, Mode: 0o644}) {
+		p := filepath.Join(tmp, f.Path)
+		if err := os.WriteFile(p, f.Data, f.Mode); err != nil {
 			return nil, err
 		}
-		if err := os.Chmod(p, f.mode); err != nil {
+		if err := os.Chmod(p, f.Mode); err != nil {
 			return nil, err
 		}
 	}

@@ -17,8 +17,10 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
 
 const (
@@ -31,6 +33,7 @@ const (
 type fixture struct {
 	dir string
 	in  BuildInput
+	ca  pki.CA // signs the kit
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -74,9 +77,17 @@ func newFixture(t *testing.T) *fixture {
 		Initrd:   w("boot/initrd-test", "INITRD", 0o644),
 		HostData: testHostData,
 	}
-	return &fixture{dir: d, in: BuildInput{
+	key, err := pki.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := pki.NewRootCA(key, "cvm-test", pki.ValidityFor(time.Now(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{dir: d, ca: pki.CA{Cert: root, Signer: key}, in: BuildInput{
 		Config: cfg, StartupKitDir: filepath.Join(d, "kit"), OutputDir: filepath.Join(d, "out"),
-		ParticipantName: "server1", ExpectedMeasurement: testMeasurement, driveUnit: mib,
+		ParticipantName: "server1", ExpectedMeasurement: testMeasurement, driveUnit: mib, Signer: key,
 	}}
 }
 
@@ -98,7 +109,7 @@ func TestBuild(t *testing.T) {
 		t.Fatalf("dir %s, want %s", res.Dir, wantDir)
 	}
 	wantFiles := []string{"OVMF.fd", "README.txt", "applog.qcow2", "initrd.img", "launch.json", "launch_vm.sh",
-		"root.qcow2", "user_config.qcow2", "user_data.qcow2", "vmlinuz"}
+		"root.qcow2", "signature.json", "user_config.qcow2", "user_data.qcow2", "vmlinuz"}
 	if !reflect.DeepEqual(res.Files, wantFiles) {
 		t.Fatalf("files %v", res.Files)
 	}
@@ -153,6 +164,7 @@ func TestBuild(t *testing.T) {
 
 	checkScript(t, res.Dir, &m)
 	checkArchive(t, res)
+	checkSignature(t, res.Dir, fx.ca)
 
 	// README.
 	readme, _ := os.ReadFile(filepath.Join(res.Dir, "README.txt"))
@@ -604,5 +616,36 @@ func TestBuildMeasurer(t *testing.T) {
 	}
 	if res.Manifest.ExpectedMeasurement != "" || !containsPrefix(res.Notes, "launch.json has no expected_measurement") {
 		t.Errorf("measurement %q notes %v", res.Manifest.ExpectedMeasurement, res.Notes)
+	}
+}
+
+// checkSignature: signature.json signs the kit's own files under the
+// project root (as NVFlare signs a startup kit), and only those; a changed
+// launch.json or another CA's root fails.
+func checkSignature(t *testing.T, dir string, ca pki.CA) {
+	t.Helper()
+	if err := kit.VerifyFiles(dir, SignedFiles, ca.Cert); err != nil {
+		t.Fatalf("kit signature: %v", err)
+	}
+	var sigs map[string]string
+	b, _ := os.ReadFile(filepath.Join(dir, kit.SignatureFile))
+	if err := json.Unmarshal(b, &sigs); err != nil || len(sigs) != len(SignedFiles) {
+		t.Errorf("signature.json signs %v (%v), want exactly %v", sigs, err, SignedFiles)
+	}
+	otherKey, _ := pki.GenerateKey()
+	other, _ := pki.NewRootCA(otherKey, "other", pki.ValidityFor(time.Now(), 1))
+	if err := kit.VerifyFiles(dir, SignedFiles, other); err == nil {
+		t.Error("the kit verifies under another project's root")
+	}
+	tampered := t.TempDir()
+	for _, f := range append([]string{kit.SignatureFile}, SignedFiles...) {
+		data, _ := os.ReadFile(filepath.Join(dir, f))
+		if f == ManifestFile {
+			data = []byte(strings.Replace(string(data), `"memory_mib": 2048`, `"memory_mib": 4096`, 1))
+		}
+		os.WriteFile(filepath.Join(tampered, f), data, 0o644)
+	}
+	if err := kit.VerifyFiles(tampered, SignedFiles, ca.Cert); err == nil || !strings.Contains(err.Error(), "launch.json: signature does not verify") {
+		t.Errorf("tampered launch.json: %v", err)
 	}
 }

@@ -5,8 +5,21 @@ package cvm
 // meaning of one does.
 const ManifestVersion = 1
 
-// ManifestFile is the manifest's file name in the kit folder.
-const ManifestFile = "launch.json"
+// The kit folder's own files (the rest are drives and boot files).
+const (
+	// ManifestFile is the manifest's file name in the kit folder.
+	ManifestFile = "launch.json"
+	// ScriptFile launches the kit with QEMU by hand.
+	ScriptFile = "launch_vm.sh"
+	// ReadmeFile tells a site operator what the kit is.
+	ReadmeFile = "README.txt"
+)
+
+// SignedFiles are the files the kit's signature.json signs with the
+// project's root CA key. Every other file is bound through launch.json's
+// sizes and SHA-256s, so drives of many GB are hashed once at build and
+// never signed (NVFlare's scheme signs whole file contents).
+var SignedFiles = []string{ManifestFile, ScriptFile, ReadmeFile}
 
 // Manifest is launch.json: everything flare-agent needs to launch the CVM
 // and to check its attestation. File names are relative to the kit folder.

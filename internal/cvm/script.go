@@ -116,6 +116,10 @@ launch.json          the launch manifest flare-agent reads (drives, ports,
                      vCPUs, memory, policy, host data, expected measurement)
 launch_vm.sh         QEMU command line for hosts without flare-agent
 README.txt           this file
+signature.json       the project root CA's signatures of launch.json,
+                     launch_vm.sh and this file (launch.json holds the
+                     SHA-256 of every other file); flare-agent launches
+                     only kits whose signature verifies
 
 The root drive holds the docker image's file system, flattened, plus
 /.flare/cvm.json (entrypoint, firewall ports, hosts entries, drives).

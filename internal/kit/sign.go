@@ -80,17 +80,9 @@ func encodeSignatures(sigs map[string]string) ([]byte, error) {
 // signature.json must exist, every file and subdirectory must have a valid
 // entry under the root certificate's key. It walks subdirectories too.
 func VerifyFolder(dir string, root *x509.Certificate) error {
-	pub, ok := root.PublicKey.(*rsa.PublicKey)
-	if !ok {
-		return errors.New("root certificate key is not RSA")
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, SignatureFile))
+	pub, sigs, err := readSignatures(dir, root)
 	if err != nil {
-		return fmt.Errorf("%s: %w", dir, err)
-	}
-	var sigs map[string]string
-	if err := json.Unmarshal(raw, &sigs); err != nil {
-		return fmt.Errorf("%s: %w", filepath.Join(dir, SignatureFile), err)
+		return err
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -109,18 +101,82 @@ func VerifyFolder(dir string, root *x509.Certificate) error {
 		} else if content, err = os.ReadFile(filepath.Join(dir, name)); err != nil {
 			return err
 		}
-		b64, ok := sigs[name]
-		if !ok {
-			return fmt.Errorf("%s is not listed in %s", filepath.Join(dir, name), SignatureFile)
+		if err := verifyEntry(pub, sigs, filepath.Join(dir, name), content); err != nil {
+			return err
 		}
-		sig, err := base64.StdEncoding.DecodeString(b64)
+	}
+	return nil
+}
+
+// VerifyFiles checks that dir's signature.json signs each of names (files
+// in dir) under the root certificate's key, for folders where only some
+// files are signed and the rest are bound through them (a CVM kit's
+// launch.json holds the SHA-256 of its drives and boot files).
+func VerifyFiles(dir string, names []string, root *x509.Certificate) error {
+	pub, sigs, err := readSignatures(dir, root)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		p := filepath.Join(dir, name)
+		content, err := os.ReadFile(p)
 		if err != nil {
-			return fmt.Errorf("%s: signature is not base64: %w", filepath.Join(dir, name), err)
+			return err
 		}
-		digest := sha256.Sum256(content)
-		if err := rsa.VerifyPSS(pub, crypto.SHA256, digest[:], sig, pssOptions); err != nil {
-			return fmt.Errorf("%s: signature does not verify: %w", filepath.Join(dir, name), err)
+		if err := verifyEntry(pub, sigs, p, content); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// SignaturesCover reports whether sigJSON, a signature.json, holds exactly
+// one valid signature under pub for each of files. A builder uses it to
+// keep an earlier signature.json for unchanged content: PSS signatures are
+// randomized, so signing again would change the bytes of an identical kit.
+func SignaturesCover(sigJSON []byte, files []File, pub crypto.PublicKey) bool {
+	rsaPub, ok := pub.(*rsa.PublicKey)
+	var sigs map[string]string
+	if !ok || json.Unmarshal(sigJSON, &sigs) != nil || len(sigs) != len(files) {
+		return false
+	}
+	for _, f := range files {
+		if verifyEntry(rsaPub, sigs, f.Path, f.Data) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func readSignatures(dir string, root *x509.Certificate) (*rsa.PublicKey, map[string]string, error) {
+	pub, ok := root.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return nil, nil, errors.New("root certificate key is not RSA")
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, SignatureFile))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	var sigs map[string]string
+	if err := json.Unmarshal(raw, &sigs); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, SignatureFile), err)
+	}
+	return pub, sigs, nil
+}
+
+// verifyEntry checks the signature.json entry of the file at p.
+func verifyEntry(pub *rsa.PublicKey, sigs map[string]string, p string, content []byte) error {
+	b64, ok := sigs[filepath.Base(p)]
+	if !ok {
+		return fmt.Errorf("%s is not listed in %s", p, SignatureFile)
+	}
+	sig, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return fmt.Errorf("%s: signature is not base64: %w", p, err)
+	}
+	digest := sha256.Sum256(content)
+	if err := rsa.VerifyPSS(pub, crypto.SHA256, digest[:], sig, pssOptions); err != nil {
+		return fmt.Errorf("%s: signature does not verify: %w", p, err)
 	}
 	return nil
 }

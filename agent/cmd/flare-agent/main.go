@@ -119,6 +119,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mgr := manager.New(cfg, host, manager.AttestVerifier{VCEKCacheDir: cfg.VCEKCacheDir}, log, reg)
+	mgr.KitRoot = id.Root
 	mode, modeErr := mgr.Mode()
 	attrs := []any{"site", id.Site, "org", id.Org, "configured_mode", cfg.Mode, "qemu", host.QEMU, "qemu_version", host.QEMUVersionText, "kvm", host.KVM}
 	if host.SNP.Available {

@@ -1,5 +1,6 @@
 # The confidential VM a site launches for the FL server.
 resource "flare_cvm_kit" "server" {
+  project_id         = flare_project.example.id
   startup_kit_dir    = flare_startup_kit.server.kit_dir
   startup_kit_sha256 = flare_startup_kit.server.kit_sha256
   output_dir         = "cvm"
