@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/flarekit/terraform-provider-flare/agent/api"
@@ -63,7 +62,7 @@ var nonceCheck = stringCheck{summary: "Invalid Nonce", desc: "16 to 1024 bytes i
 
 var minimumTCBCheck = stringCheck{summary: "Invalid TCB Version", desc: "a TCB_VERSION as 16 hex digits",
 	check: func(s string) error {
-		_, err := parseTCB(s)
+		_, err := attest.ParseTCBVersion(s)
 		return err
 	}}
 
@@ -135,18 +134,6 @@ func checkEvidence(agentVerdict *api.Verdict, nonce []byte, kit *cvm.Manifest, m
 	v.CVMID, v.Mode, v.Nonce, v.Evidence = agentVerdict.CVMID, mode, nonce, agentVerdict.Evidence
 	v.ExpectedMeasurement = exp.Measurement
 	v.At, v.FetchMillis, v.VerifyMillis = agentVerdict.At, agentVerdict.FetchMillis, agentVerdict.VerifyMillis
-	return v, nil
-}
-
-func parseTCB(s string) (uint64, error) {
-	t := strings.TrimPrefix(strings.ToLower(s), "0x")
-	if len(t) == 0 || len(t) > 16 {
-		return 0, fmt.Errorf("%q is not a TCB_VERSION: give up to 16 hex digits, e.g. 0x0b00000000000004 (boot loader in the low byte)", s)
-	}
-	v, err := strconv.ParseUint(t, 16, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a TCB_VERSION: give up to 16 hex digits, e.g. 0x0b00000000000004", s)
-	}
 	return v, nil
 }
 

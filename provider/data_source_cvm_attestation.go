@@ -20,6 +20,7 @@ import (
 
 	"github.com/flarekit/terraform-provider-flare/agent/api"
 	"github.com/flarekit/terraform-provider-flare/agent/client"
+	"github.com/flarekit/terraform-provider-flare/internal/attest"
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
 )
 
@@ -202,7 +203,7 @@ func attestationOptions(expected types.String, allowSimulated types.Bool, minimu
 	var diags diag.Diagnostics
 	o := checkOptions{ExpectedMeasurement: expected.ValueString(), AllowSimulated: allowSimulated.ValueBool(), VCEKCacheDir: vcekCache.ValueString()}
 	if s := minimumTCB.ValueString(); s != "" {
-		v, err := parseTCB(s)
+		v, err := attest.ParseTCBVersion(s)
 		if err != nil {
 			diags.AddAttributeError(path.Root("minimum_tcb"), "Invalid TCB Version", err.Error())
 		}

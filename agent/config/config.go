@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flarekit/terraform-provider-flare/agent/api"
+	"github.com/flarekit/terraform-provider-flare/internal/attest"
 )
 
 // Restart policies.
@@ -81,6 +82,9 @@ type Config struct {
 	// table has none (upstream host kernels send none); nothing is ever
 	// fetched from AMD.
 	VCEKCacheDir string `yaml:"vcek_cache_dir"`
+	// MinimumTCB is the lowest REPORTED_TCB a report may carry, as a
+	// TCB_VERSION in hex (each SPL compared on its own); empty: any.
+	MinimumTCB string `yaml:"minimum_tcb"`
 	// StatusListen, when set, serves the read-only HTML status page on
 	// plain HTTP at this loopback address (e.g. 127.0.0.1:8081), for a
 	// local browser or a reverse proxy. It must be a loopback address.
@@ -222,6 +226,11 @@ func (c *Config) Validate() error {
 	}
 	if c.SimulatedCPU != "" && strings.ContainsAny(c.SimulatedCPU, " \t\n") {
 		errs = append(errs, fmt.Errorf("simulated_cpu %q: a QEMU -cpu value has no spaces", c.SimulatedCPU))
+	}
+	if c.MinimumTCB != "" {
+		if _, err := attest.ParseTCBVersion(c.MinimumTCB); err != nil {
+			errs = append(errs, fmt.Errorf("minimum_tcb: %v", err))
+		}
 	}
 	if c.SimulatedFirmware != "" {
 		if c.Mode == api.ModeSNP {

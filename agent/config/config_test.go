@@ -28,6 +28,7 @@ func TestParseErrors(t *testing.T) {
 		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\nstop_timeout: soon\n", "duration"},
 		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\nlisten_port: 3\n", "listen_port"},
 		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\naccel: hvf\n", "accel"},
+		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\nminimum_tcb: recent\n", "minimum_tcb"},
 		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\nsimulated_firmware: /nonexistent/OVMF.fd\n", "simulated_firmware \"/nonexistent/OVMF.fd\" is not a readable file"},
 		{"listen: 127.0.0.1:1\nstate_dir: s\nkit_dir: k\nmode: snp\nsimulated_firmware: /etc/hostname\n", "mode is snp"},
 	} {

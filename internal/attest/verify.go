@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,6 +87,17 @@ type TCB struct {
 	TEE        uint8  `json:"tee"`
 	SNP        uint8  `json:"snp"`
 	Microcode  uint8  `json:"microcode"`
+}
+
+// ParseTCBVersion reads a TCB_VERSION written as up to 16 hex digits,
+// with or without 0x (byte 0, the lowest, is the boot loader SPL).
+func ParseTCBVersion(s string) (uint64, error) {
+	t := strings.TrimPrefix(strings.ToLower(s), "0x")
+	v, err := strconv.ParseUint(t, 16, 64)
+	if len(t) == 0 || len(t) > 16 || err != nil {
+		return 0, fmt.Errorf("%q is not a TCB_VERSION: give up to 16 hex digits, e.g. 0x1500000000000004 (microcode 0x15, boot loader 4)", s)
+	}
+	return v, nil
 }
 
 func tcbOf(v uint64) TCB {

@@ -30,6 +30,7 @@ import (
 	"github.com/flarekit/terraform-provider-flare/agent/launch"
 	"github.com/flarekit/terraform-provider-flare/agent/manager"
 	"github.com/flarekit/terraform-provider-flare/agent/server"
+	"github.com/flarekit/terraform-provider-flare/internal/attest"
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
 )
 
@@ -118,7 +119,8 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	host := launch.Probe(ctx, cfg.QEMU)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	mgr := manager.New(cfg, host, manager.AttestVerifier{VCEKCacheDir: cfg.VCEKCacheDir}, log, reg)
+	minTCB, _ := attest.ParseTCBVersion(cfg.MinimumTCB) // checked by config.Load; "" is 0, no minimum
+	mgr := manager.New(cfg, host, manager.AttestVerifier{VCEKCacheDir: cfg.VCEKCacheDir, MinimumTCB: minTCB}, log, reg)
 	mgr.KitRoot = id.Root
 	mode, modeErr := mgr.Mode()
 	attrs := []any{"site", id.Site, "org", id.Org, "configured_mode", cfg.Mode, "qemu", host.QEMU, "qemu_version", host.QEMUVersionText, "kvm", host.KVM}
