@@ -335,8 +335,11 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 	if diags.HasError() {
 		return
 	}
+	// Shared by every kit of this apply: each file all client kits have
+	// (rootCA.pem, the local/ defaults) is signed once, not once per kit.
+	shared := clientShared{ca: ca, rootPEM: pki.CertPEM(ca.Cert), sigs: kit.NewSignatureCache(ca.Signer)}
 	r.runParallel(work, func(w *clientWork) {
-		w.err = r.applyClient(w, ca, store, srv.Participant, plan, out)
+		w.err = r.applyClient(w, shared, store, srv.Participant, plan, out)
 	})
 	newDigests := map[string]string{}
 	issued := map[string]issuedClient{}
@@ -409,8 +412,15 @@ func (r *clientsResource) runParallel(work []*clientWork, f func(*clientWork)) {
 	wg.Wait()
 }
 
-func (r *clientsResource) applyClient(w *clientWork, ca pki.CA, store localca.Store, server project.Participant, plan *clientsModel, out string) error {
-	p := w.p
+// clientShared is what every client of one apply is made with.
+type clientShared struct {
+	ca      pki.CA
+	rootPEM []byte
+	sigs    *kit.SignatureCache
+}
+
+func (r *clientsResource) applyClient(w *clientWork, shared clientShared, store localca.Store, server project.Participant, plan *clientsModel, out string) error {
+	p, ca := w.p, shared.ca
 	if err := p.Validate(); err != nil {
 		return err
 	}
@@ -436,7 +446,7 @@ func (r *clientsResource) applyClient(w *clientWork, ca pki.CA, store localca.St
 		return err
 	}
 	k, err := kit.Build(kit.Input{Project: ca.Cert.Subject.CommonName, Participant: p, Server: server,
-		RootCAPEM: pki.CertPEM(ca.Cert), CertPEM: certPEM, KeyPEM: pki.KeyPEM(key), Signer: ca.Signer})
+		RootCAPEM: shared.rootPEM, CertPEM: certPEM, KeyPEM: pki.KeyPEM(key), Signer: ca.Signer, Signatures: shared.sigs})
 	if err != nil {
 		return err
 	}

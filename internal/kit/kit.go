@@ -58,6 +58,9 @@ type Input struct {
 	KeyPEM    []byte
 	// Signer holds the root CA key; it signs signature.json.
 	Signer crypto.Signer
+	// Signatures, when set, signs through a cache made for Signer, shared
+	// by the kits of one apply.
+	Signatures *SignatureCache
 }
 
 // Communication defaults NVFlare's provisioner writes.
@@ -182,7 +185,7 @@ func Build(in Input) (*Kit, error) {
 
 	k := &Kit{Name: p.Name, Files: b.files, Dirs: []string{"startup", "local", "transfer"}}
 	for _, dir := range []string{"startup", "local"} {
-		sig, err := SignFolder(k.filesIn(dir), in.Signer)
+		sig, err := signFolder(k.filesIn(dir), in)
 		if err != nil {
 			return nil, fmt.Errorf("signing %s/: %w", dir, err)
 		}
