@@ -10,6 +10,11 @@
 #                               (the largest with TF_LOG=trace; '' skips)
 #   BENCH_GO_TIME=3s            -benchtime of the Go benchmarks
 #   BENCH_GO_PKGS=./internal/...  packages whose Go benchmarks run
+#
+# make bench-agent (part of make bench): a real flare-agent on 127.0.0.1
+# launching and attesting the busybox guest (agent/e2e benchmarks); writes
+# its own section of bench/results.md.
+#   BENCH_AGENT_N=10            launches and attestations averaged
 
 BENCH_SIZES       ?= 10,100,1000
 BENCH_PARALLELISM ?= 4
@@ -20,14 +25,22 @@ BENCH_GO_TIME     ?= 3s
 BENCH_GO_PKGS     ?= ./internal/...
 BENCH_RC          := $(BUILD)/bench.tfrc
 BENCH_GO_OUT      := $(BUILD)/bench-go.txt
+BENCH_AGENT_N     ?= 10
+BENCH_AGENT_OUT   := $(BUILD)/bench-agent.txt
 
-.PHONY: bench bench-go
+.PHONY: bench bench-go bench-agent
 
 bench-go:
 	@mkdir -p $(BUILD)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime=$(BENCH_GO_TIME) $(BENCH_GO_PKGS) | tee $(BENCH_GO_OUT)
 
-bench: build terraform $(INTEROP_STAMP) bench-go
+bench-agent: agent-e2e-deps
+	@mkdir -p $(BUILD) bench
+	set -o pipefail; $(GO) test -run '^$$' -bench BenchmarkAgent -benchtime $(BENCH_AGENT_N)x -timeout 20m ./agent/e2e/ | tee $(BENCH_AGENT_OUT)
+	python3 scripts/agent-bench.py --bench $(BENCH_AGENT_OUT) --out bench/results.md \
+	    --qemu "$$(qemu-system-x86_64 --version | head -1)"
+
+bench: build terraform $(INTEROP_STAMP) bench-go bench-agent
 	@printf 'provider_installation {\n  dev_overrides {\n    "flarekit/flare" = "%s"\n  }\n  direct {}\n}\n' "$(BIN)" > $(BENCH_RC)
 	@mkdir -p bench
 	$(INTEROP_PY) scripts/provision-bench.py --terraform $(TERRAFORM) --tfrc $(BENCH_RC) \

@@ -34,94 +34,15 @@ func TestAgentEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a QEMU guest (about a minute); not in -short")
 	}
-	deps := agenttest.NeedHost(t)
 	tStart := time.Now()
-	// Short base path: QMP and attestation sockets live under state_dir,
-	// and unix socket paths are limited to 107 bytes.
-	base, err := os.MkdirTemp("", "flare-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		agenttest.KillAll(base)
-		if !t.Failed() || os.Getenv("FLARE_E2E_KEEP") == "" {
-			os.RemoveAll(base)
-		} else {
-			t.Logf("kept %s", base)
-		}
-	})
-	bin := agenttest.BuildAgent(t, base)
-	tBuild := time.Since(tStart)
-
-	// Guest initramfs and CVM kit.
-	initrd := filepath.Join(base, "initrd.img")
-	agenttest.BuildInitrd(t, deps, bin, initrd)
-	p := newPKI(t, filepath.Join(base, "pki"))
-	siteKit := p.kit(t, "site-1", "server", pki.Subject{CommonName: "site-1", Organization: "org-a"})
-	adminKit := p.kit(t, "admin", "client", pki.Subject{CommonName: "admin@org-a.example", Organization: "org-a", Role: "project_admin"})
+	e := newEnv(t, "20s")
+	base, bin, p, res := e.base, e.bin, e.p, e.res
+	measurement, hostData, url, statusPort, cfgPath, logFile, adminTLS := e.measurement, e.hostData, e.url, e.statusPort, e.cfgPath, e.logFile, e.adminTLS
+	agent := e.agent
+	t.Logf("setup (agent build, guest initramfs, CVM kit %s, agent start) took %s", res.ID, time.Since(tStart).Round(time.Millisecond))
 	orgAdminKit := p.kit(t, "orgadmin", "client", pki.Subject{CommonName: "oa@org-a.example", Organization: "org-a", Role: "org_admin"})
 	otherOrgAdmin := p.kit(t, "otheradmin", "client", pki.Subject{CommonName: "oa@org-b.example", Organization: "org-b", Role: "org_admin"})
 	memberKit := p.kit(t, "member", "client", pki.Subject{CommonName: "m@org-a.example", Organization: "org-a", Role: "member"})
-
-	measurement := randHex(48)
-	hostData := randHex(32)
-	tKit := time.Now()
-	res, err := cvm.Build(context.Background(), cvm.BuildInput{
-		Config: cvm.Config{
-			Role:            cvm.RoleServer,
-			RootDriveSizeGB: 1, AppLogDriveSizeGB: 1, UserConfigDriveSizeGB: 1, UserDataDriveSizeGB: 1,
-			DockerArchive: agenttest.DockerSave(t, base),
-			VCPUs:         1, MemoryMiB: 512,
-			Firmware: deps.OVMF, Kernel: deps.Kernel, Initrd: initrd,
-			KernelCmdline: "console=ttyS0 panic=-1",
-			HostData:      hostData,
-		},
-		StartupKitDir:       siteKit,
-		Signer:              p.ca.Signer,
-		OutputDir:           filepath.Join(base, "kits"),
-		ParticipantName:     "site-1",
-		ExpectedMeasurement: measurement,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("CVM kit %s built in %s (%s)", res.ID, time.Since(tKit).Round(time.Millisecond), res.Dir)
-
-	// Agent config.
-	port, statusPort := agenttest.FreePort(t), agenttest.FreePort(t)
-	accel := agenttest.EnvOr("FLARE_E2E_ACCEL", "tcg") // nested KVM here offers /dev/kvm but cannot boot Linux
-	cfgPath := filepath.Join(base, "agent.yaml")
-	cfgText := fmt.Sprintf(`listen: 127.0.0.1:%d
-status_listen: 127.0.0.1:%d
-state_dir: %s
-kit_dir: %s
-qemu: %s
-mode: simulated
-accel: %s
-network: none
-restart:
-  policy: on-failure
-  max_restarts: 2
-stop_timeout: 20s
-attest_timeout: 30s
-log_level: debug
-`, port, statusPort, filepath.Join(base, "state"), siteKit, deps.QEMU, accel)
-	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	url := fmt.Sprintf("https://127.0.0.1:%d", port)
-	adminTLS, err := client.TLSConfigFromKit(adminKit)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logFile := filepath.Join(base, "agent.log")
-	agent := agenttest.StartAgent(t, bin, cfgPath, logFile, url+"/healthz", adminTLS)
-	t.Cleanup(agent.Term)
-	defer func() {
-		if t.Failed() {
-			t.Logf("agent log:\n%s", agenttest.TailFile(logFile, 80))
-		}
-	}()
 
 	admin := client.New(url, adminTLS)
 	ctx := ctxT(t, 10*time.Minute)
@@ -373,7 +294,7 @@ log_level: debug
 	if pids := agenttest.QEMUPIDs(base); len(pids) != 0 {
 		t.Fatalf("QEMU processes left after the second stop: %v", pids)
 	}
-	t.Logf("end-to-end total %s (agent build %s)", time.Since(tStart).Round(time.Millisecond), tBuild.Round(time.Millisecond))
+	t.Logf("end-to-end total %s", time.Since(tStart).Round(time.Millisecond))
 }
 
 func waitReady(t *testing.T, ctx context.Context, c *client.Client, id string, d time.Duration) *api.CVM {

@@ -7,6 +7,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flarekit/terraform-provider-flare/agent/agenttest"
+	"github.com/flarekit/terraform-provider-flare/agent/client"
+	"github.com/flarekit/terraform-provider-flare/internal/cvm"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
 
@@ -23,7 +28,7 @@ type testPKI struct {
 	dir string
 }
 
-func newPKI(t *testing.T, dir string) *testPKI {
+func newPKI(t testing.TB, dir string) *testPKI {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -38,7 +43,7 @@ func newPKI(t *testing.T, dir string) *testPKI {
 
 // kit writes a startup kit folder <dir>/<name>/startup with rootCA.pem and
 // <base>.crt/.key, and returns the kit folder.
-func (p *testPKI) kit(t *testing.T, name, base string, subj pki.Subject) string {
+func (p *testPKI) kit(t testing.TB, name, base string, subj pki.Subject) string {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -62,7 +67,7 @@ func (p *testPKI) kit(t *testing.T, name, base string, subj pki.Subject) string 
 	return dir
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
+func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
@@ -109,4 +114,104 @@ func tamperArchive(t *testing.T, tgz []byte, file string, change func([]byte) []
 	tw.Close()
 	zw.Close()
 	return out.Bytes()
+}
+
+// env is a running agent with one CVM kit to launch: a test CA, the site's
+// and an admin's startup kits, the busybox guest and the kit around the
+// Debian cloud kernel, `flare-agent serve` on 127.0.0.1 in simulated mode.
+type env struct {
+	deps                  agenttest.Host
+	base, bin             string
+	p                     *testPKI
+	siteKit, adminKit     string
+	res                   *cvm.Result
+	measurement, hostData string
+	url                   string
+	statusPort            int
+	cfgPath, logFile      string
+	adminTLS              *tls.Config
+	agent                 *agenttest.Agent
+}
+
+func newEnv(t testing.TB, stopTimeout string) *env {
+	t.Helper()
+	e := &env{deps: agenttest.NeedHost(t)}
+	// Short base path: QMP and attestation sockets live under state_dir,
+	// and unix socket paths are limited to 107 bytes.
+	base, err := os.MkdirTemp("", "flare-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.base = base
+	t.Cleanup(func() {
+		agenttest.KillAll(base)
+		if !t.Failed() || os.Getenv("FLARE_E2E_KEEP") == "" {
+			os.RemoveAll(base)
+		} else {
+			t.Logf("kept %s", base)
+		}
+	})
+	e.bin = agenttest.BuildAgent(t, base)
+	initrd := filepath.Join(base, "initrd.img")
+	agenttest.BuildInitrd(t, e.deps, e.bin, initrd)
+	e.p = newPKI(t, filepath.Join(base, "pki"))
+	e.siteKit = e.p.kit(t, "site-1", "server", pki.Subject{CommonName: "site-1", Organization: "org-a"})
+	e.adminKit = e.p.kit(t, "admin", "client", pki.Subject{CommonName: "admin@org-a.example", Organization: "org-a", Role: "project_admin"})
+
+	e.measurement, e.hostData = randHex(48), randHex(32)
+	e.res, err = cvm.Build(context.Background(), cvm.BuildInput{
+		Config: cvm.Config{
+			Role:            cvm.RoleServer,
+			RootDriveSizeGB: 1, AppLogDriveSizeGB: 1, UserConfigDriveSizeGB: 1, UserDataDriveSizeGB: 1,
+			DockerArchive: agenttest.DockerSave(t, base),
+			VCPUs:         1, MemoryMiB: 512,
+			Firmware: e.deps.OVMF, Kernel: e.deps.Kernel, Initrd: initrd,
+			KernelCmdline: "console=ttyS0 panic=-1",
+			HostData:      e.hostData,
+		},
+		StartupKitDir:       e.siteKit,
+		Signer:              e.p.ca.Signer,
+		OutputDir:           filepath.Join(base, "kits"),
+		ParticipantName:     "site-1",
+		ExpectedMeasurement: e.measurement,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	port := agenttest.FreePort(t)
+	e.statusPort = agenttest.FreePort(t)
+	accel := agenttest.EnvOr("FLARE_E2E_ACCEL", "tcg") // nested KVM here offers /dev/kvm but cannot boot Linux
+	e.cfgPath = filepath.Join(base, "agent.yaml")
+	cfgText := fmt.Sprintf(`listen: 127.0.0.1:%d
+status_listen: 127.0.0.1:%d
+state_dir: %s
+kit_dir: %s
+qemu: %s
+mode: simulated
+accel: %s
+network: none
+restart:
+  policy: on-failure
+  max_restarts: 2
+stop_timeout: %s
+attest_timeout: 30s
+log_level: debug
+`, port, e.statusPort, filepath.Join(base, "state"), e.siteKit, e.deps.QEMU, accel, stopTimeout)
+	if err := os.WriteFile(e.cfgPath, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.url = fmt.Sprintf("https://127.0.0.1:%d", port)
+	if e.adminTLS, err = client.TLSConfigFromKit(e.adminKit); err != nil {
+		t.Fatal(err)
+	}
+	e.logFile = filepath.Join(base, "agent.log")
+	e.agent = agenttest.StartAgent(t, e.bin, e.cfgPath, e.logFile, e.url+"/healthz", e.adminTLS)
+	t.Cleanup(e.agent.Term)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent log:\n%s", agenttest.TailFile(e.logFile, 80))
+		}
+	})
+	return e
 }
