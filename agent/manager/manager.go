@@ -462,7 +462,7 @@ func (in *instance) watch(mon *qmp.SocketMonitor, events <-chan qmp.Event, pid i
 	for ev := range events {
 		switch ev.Event {
 		case "VSERPORT_CHANGE":
-			if pid, _ := ev.Data["id"].(string); pid == launch.AttestPortID {
+			if port, _ := ev.Data["id"].(string); port == launch.AttestPortID {
 				open, _ := ev.Data["open"].(bool)
 				in.update(func(r *record) { r.CVM.GuestReady = open })
 				m.log.Info("guest attestation port", "cvm", id, "open", open)
