@@ -11,9 +11,8 @@ import (
 
 // SignatureCache signs signature.json entries with one signer and keeps
 // them by content, so the files every kit of a federation has (rootCA.pem,
-// the local/ defaults) are signed once per apply instead of once per kit:
-// at a thousand clients that is 5 of each client kit's 11 RSA-PSS
-// signatures. An entry signs the file's content only (NVFlare's
+// start.sh, stop_fl.sh, the local/ defaults) are signed once per apply
+// instead of once per kit: 7 of each client kit's 11 RSA-PSS signatures. An entry signs the file's content only (NVFlare's
 // sign_content), so a signature made for one kit verifies in every other
 // kit with the same file. Safe for concurrent use.
 type SignatureCache struct {
