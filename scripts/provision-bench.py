@@ -42,7 +42,7 @@ ORG = "nvidia"
 
 
 class Result:
-    def __init__(self, argv, wall, rc, maxrss_kb, tree_peak_kb, cpu, cpu_by_name):
+    def __init__(self, argv, wall, rc, maxrss_kb, tree_peak_kb, cpu, cpu_by_name, machine_cpu=None):
         self.argv = argv
         self.wall = wall
         self.rc = rc
@@ -50,6 +50,25 @@ class Result:
         self.tree_peak_kb = tree_peak_kb  # peak of the sum over the process tree (sampled)
         self.cpu = cpu  # user+sys seconds of the whole tree (wait4)
         self.cpu_by_name = cpu_by_name  # user+sys seconds per process name (last sample of each pid)
+        # CPU seconds the whole machine used meanwhile (/proc/stat), so that
+        # what other processes used is machine_cpu - cpu
+        self.machine_cpu = machine_cpu
+
+    def other_cores(self):
+        """Average number of cores other processes kept busy during the command."""
+        if self.machine_cpu is None or self.wall <= 0:
+            return None
+        return max(0.0, self.machine_cpu - self.cpu) / self.wall
+
+
+def machine_busy_seconds():
+    """CPU seconds all processes have used since boot (user, nice, system, irq, softirq, steal of /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def run_measured(argv, cwd, log, env=None, interval=0.05):
@@ -58,6 +77,7 @@ def run_measured(argv, cwd, log, env=None, interval=0.05):
         out.write(f"\n$ {' '.join(map(str, argv))}\n".encode())
         out.flush()
         t0 = time.perf_counter()
+        busy0 = machine_busy_seconds()
         p = subprocess.Popen([str(a) for a in argv], cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, env=env)
     peak = [0]
@@ -93,13 +113,15 @@ def run_measured(argv, cwd, log, env=None, interval=0.05):
     th.start()
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
+    busy1 = machine_busy_seconds()
     stop.set()
     th.join()
     p.returncode = os.waitstatus_to_exitcode(status)
     by_name = {}
     for name, cpu in cpu_seen.values():
         by_name[name] = by_name.get(name, 0.0) + cpu
-    return Result(argv, wall, p.returncode, ru.ru_maxrss, peak[0] // 1024, ru.ru_utime + ru.ru_stime, by_name)
+    machine = busy1 - busy0 if busy0 is not None and busy1 is not None else None
+    return Result(argv, wall, p.returncode, ru.ru_maxrss, peak[0] // 1024, ru.ru_utime + ru.ru_stime, by_name, machine)
 
 
 def check(r: Result, log):
@@ -346,12 +368,16 @@ def trace_stats(path):
 
 
 def go_bench(path):
-    """name -> ns/op from `go test -bench` output."""
+    """name -> ns/op from `go test -bench` output, and name + ":cpu" -> CPU ns/op where the
+    benchmark reports cpu-ms/op."""
     out = {}
     for line in Path(path).read_text().splitlines():
         m = re.match(r"^(Benchmark\S+?)(-\d+)?\s+\d+\s+([\d.]+) ns/op", line)
         if m:
             out[m.group(1)] = float(m.group(3))
+            c = re.search(r"\s([\d.]+) cpu-ms/op", line)
+            if c:
+                out[m.group(1) + ":cpu"] = float(c.group(1)) * 1e6
     return out
 
 
@@ -408,17 +434,25 @@ def report(args, results, sweep, gob, per_resource, out: Path):
     L.append("*Wall*: elapsed time of the command. *Peak RSS*: the largest sum of resident memory over the "
              "command's process tree (terraform + the provider plugin; nvflare is one process), sampled every 50 ms. "
              "*CPU*: user+system seconds of the whole tree. *Ratio*: terraform / nvflare wall time "
-             "(above 1 = terraform slower).\n")
+             "(above 1 = terraform slower). *Other load*: how many cores, on average, processes outside the "
+             "measured command kept busy while it ran (all CPU time of the machine from /proc/stat, minus the "
+             "command's own); on this 2-CPU machine anything above 0 takes cores from the 2-core terraform "
+             "apply more than from the 1-core nvflare.\n")
     L.append("## From empty, and adding one client\n")
     L.append("| N | terraform apply (from empty) | nvflare provision | ratio | terraform peak RSS | nvflare peak RSS "
-             "| terraform CPU | nvflare CPU | + 1 client: terraform apply | + 1 client: nvflare provision again "
-             "| ratio |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+             "| terraform CPU | nvflare CPU | other load (terraform / nvflare) | + 1 client: terraform apply "
+             "| + 1 client: terraform CPU | + 1 client: nvflare provision again | ratio |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def load(r):
+        c = r.other_cores()
+        return "-" if c is None else f"{c:.2f}"
+
     for r in results:
         ta, nv, tadd, nadd = r["tf_apply"], r["nv_provision"], r["tf_add"], r["nv_add"]
         L.append(f"| {r['n']} | {s(ta.wall)} | {s(nv.wall)} | {ta.wall / nv.wall:.2f} | {mb(ta.tree_peak_kb)} | "
-                 f"{mb(nv.tree_peak_kb)} | {s(ta.cpu)} | {s(nv.cpu)} | {s(tadd.wall)} | {s(nadd.wall)} | "
-                 f"{tadd.wall / nadd.wall:.2f} |")
+                 f"{mb(nv.tree_peak_kb)} | {s(ta.cpu)} | {s(nv.cpu)} | {load(ta)} / {load(nv)} | {s(tadd.wall)} | "
+                 f"{s(tadd.cpu)} | {s(nadd.wall)} | {tadd.wall / nadd.wall:.2f} |")
     L.append("")
     L.append("`nvflare provision` has no incremental mode: adding a client means provisioning again (certificates "
              "are reused from state/cert.json, but every kit is rendered, signed and written again into a new "
@@ -453,6 +487,12 @@ def report(args, results, sweep, gob, per_resource, out: Path):
                      f"{s(r['tf_apply'].cpu)} | {mb(r['tf_apply'].tree_peak_kb)} | {r['state_bytes'] / 1e6:.1f} MB | "
                      f"{s(other['tf_apply'].wall) if other else '-'} | {s(other['nv_provision'].wall) if other else '-'} |")
         L.append("")
+
+    if not per_resource or not sweep:
+        skipped = [what for what, ran in (("the one-resource-per-client layout", per_resource),
+                                           ("the -parallelism sweep", sweep)) if not ran]
+        L.append(f"Not run this time: {' and '.join(skipped)} (`BENCH_PER_RESOURCE_SIZES`, `BENCH_SWEEP`); the "
+                 "last run of each is in the git history of this file.\n")
 
     if sweep:
         L.append(f"## -parallelism, N={sweep[0]['n']}\n")
@@ -496,15 +536,19 @@ def where_time_goes(results, gob, per_resource):
     big = results[-1]
     n = big["n"]
     cores = os.cpu_count() or 1
-    keygen = gob.get("BenchmarkGenerateKey", 0) / 1e9
+    def cpu_of(name):  # CPU seconds per op where reported, else wall
+        return gob.get(name + ":cpu", gob.get(name, 0)) / 1e9
+
+    keygen = cpu_of("BenchmarkGenerateKey")
     keygen_par = gob.get("BenchmarkGenerateKeyParallel", 0) / 1e9
+    std_keygen = cpu_of("BenchmarkRSAGenerateKey")
     issue = gob.get("BenchmarkIssue", 0) / 1e9
-    build = gob.get("BenchmarkBuild/client", 0) / 1e9
+    build_all = gob.get("BenchmarkBuild/client", 0) / 1e9
+    build = gob.get("BenchmarkBuild/client-cached", 0) / 1e9 or build_all
     write = gob.get("BenchmarkWrite/new", 0) / 1e9
-    parse = gob.get("BenchmarkParseKeyPEM", 0) / 1e9
     digest = gob.get("BenchmarkDigestDir", 0) / 1e9
     sign = gob.get("BenchmarkSignContent", 0) / 1e9
-    per = keygen + issue + build + write + parse
+    per = keygen + issue + build + write
     ta, nv = big["tf_apply"], big["nv_provision"]
 
     def split(r):
@@ -512,32 +556,43 @@ def where_time_goes(results, gob, per_resource):
         core = sum(v for k, v in r.cpu_by_name.items() if k == "terraform")
         return prov, core
 
+    def load(r):
+        c = r.other_cores()
+        return "an unknown number of" if c is None else f"{c:.2f}"
+
     prov_cpu, core_cpu = split(ta)
-    L.append(f"At N={n}, `terraform apply` from empty takes {ta.wall:.0f} s against {nv.wall:.0f} s for "
-             f"`nvflare provision` (ratio {ta.wall / nv.wall:.2f}). Of the apply's {ta.cpu:.0f} s of CPU the "
-             f"provider process used {prov_cpu:.0f} s and Terraform core {core_cpu:.0f} s (per-process CPU sampled "
-             f"every 50 ms); nvflare used {nv.cpu:.0f} s on one core.\n")
-    L.append(f"- **Cryptography, the floor for both tools.** One participant costs the provider about "
-             f"{per * 1e3:.0f} ms of CPU: RSA-2048 key generation {keygen * 1e3:.0f} ms with Go's crypto/rsa "
-             f"({keygen_par * 1e3:.0f} ms per key of wall time with all {cores} cores generating; OpenSSL, which "
-             f"nvflare uses, takes {gob.get('openssl_keygen_ms', 0):.0f} ms here), certificate signing "
-             f"{issue * 1e3:.1f} ms, the kit in memory {build * 1e3:.1f} ms (12 signature.json entries at "
-             f"{sign * 1e3:.1f} ms each, RSA-PSS with the root key), writing it {write * 1e3:.1f} ms, reading a key "
-             f"back {parse * 1e3:.2f} ms. For {n} participants: {per * n:.0f} s of CPU, at best "
-             f"{per * n / cores:.0f} s of wall time on {cores} cores. Key generation is {keygen / per * 100:.0f}% "
-             f"of it. nvflare does the same work on one core ({nv.cpu / n * 1e3:.0f} ms per participant in total).")
+    L.append(f"At N={n}, `terraform apply` from empty takes {ta.wall:.1f} s against {nv.wall:.1f} s for "
+             f"`nvflare provision` (ratio {ta.wall / nv.wall:.2f}). Of the apply's {ta.cpu:.1f} s of CPU the "
+             f"provider process used {prov_cpu:.1f} s and Terraform core {core_cpu:.1f} s (per-process CPU sampled "
+             f"every 50 ms); nvflare used {nv.cpu:.1f} s on one core. Other processes kept {load(ta)} cores busy "
+             f"during the apply and {load(nv)} during nvflare's run.\n")
+    L.append(f"- **Cryptography, the floor for both tools.** One client costs the provider about "
+             f"{per * 1e3:.0f} ms of CPU: its RSA-2048 key {keygen * 1e3:.0f} ms with the provider's generator "
+             f"(internal/pki/keygen.go; {keygen_par * 1e3:.0f} ms per key of wall time with all {cores} cores "
+             f"generating; crypto/rsa.GenerateKey takes {std_keygen * 1e3:.0f} ms and OpenSSL, which nvflare uses, "
+             f"{gob.get('openssl_keygen_ms', 0):.0f} ms here), its certificate {issue * 1e3:.1f} ms, its kit in "
+             f"memory {build * 1e3:.1f} ms (11 signature.json entries, RSA-PSS with the root key at "
+             f"{sign * 1e3:.1f} ms each; 7 are files every client kit has, signed once per apply, so 4 are signed "
+             f"per kit; {build_all * 1e3:.1f} ms when all 11 are), writing it {write * 1e3:.1f} ms. For {n} "
+             f"participants: {per * n:.0f} s of CPU, at best {per * n / cores:.0f} s of wall time on {cores} cores. "
+             f"Key generation is {keygen / per * 100:.0f}% of it. nvflare does the same work on one core "
+             f"({nv.cpu / n * 1e3:.0f} ms per participant in total).")
     L.append(f"- **Terraform core** with flare_clients holds {big['resources']} resource instances whatever N is, "
              f"so its share is planning one large object and writing a {big['state_bytes'] / 1e6:.2f} MB state: "
              f"a plan from empty takes {big['tf_plan_empty'].wall:.1f} s, a no-change plan "
              f"{big['tf_plan_noop'].wall:.1f} s ({big['tf_plan_norefresh'].wall:.1f} s without refresh).")
-    add_prov, add_core = split(big["tf_add_norefresh"])
-    L.append(f"- **Adding one client** costs {big['tf_add'].wall:.1f} s ({big['tf_add_norefresh'].wall:.1f} s with "
-             f"`-refresh=false`, so refresh, which hashes every kit on disk for drift at {digest * 1e3:.2f} ms per "
-             f"kit, is not where it goes). Only the new kit is written, and its key and kit take about "
-             f"{per * 1e3:.0f} ms; without refresh the provider still used {add_prov:.1f} s of CPU and Terraform "
-             f"core {add_core:.1f} s: per-entry work over the {n - 2}-entry `clients` and `issued` maps (the "
-             f"framework's conversions in ModifyPlan, at plan time and again at apply, and in Update; Terraform "
-             f"diffing the map). nvflare needs {big['nv_add'].wall:.0f} s to provision everything again.")
+    add_prov, add_core = split(big["tf_add"])
+    L.append(f"- **Adding one client** costs {big['tf_add'].wall:.1f} s and {big['tf_add'].cpu:.1f} s of CPU "
+             f"({big['tf_add_norefresh'].wall:.1f} s with `-refresh=false`; refresh hashes every kit on disk for "
+             f"drift at {digest * 1e3:.2f} ms per kit and checks every key file against its certificate, on all "
+             f"cores). Only the new kit is written, and its key and kit take about {per * 1e3:.0f} ms; the provider "
+             f"used {add_prov:.1f} s of CPU and Terraform core {add_core:.1f} s, most of it per-entry work over the "
+             f"{n - 2}-entry `clients`, `kit_sha256` and `kit_dirs` maps: the plugin framework's walks over every "
+             f"value (validation, PlanResourceChange at plan time and again at apply, ApplyResourceChange), "
+             f"decoding them in ModifyPlan, Read and Update, and Terraform diffing the maps. Without any TF_LOG* "
+             f"variable the provider turns the plugin SDK's own trace logging off (Terraform discards it then; "
+             f"measured at N=1000 while it was on, it was 40% of the provider's CPU for this step). nvflare needs "
+             f"{big['nv_add'].wall:.0f} s to provision everything again.")
     if per_resource:
         pr = per_resource[-1]
         t = pr["trace"]
@@ -561,8 +616,8 @@ def where_time_goes(results, gob, per_resource):
         L.append("  - every `flare_startup_kit.site` instance evaluates `each.value` of "
                  "`for_each = flare_client.site`, which builds the object of all client instances: O(N) per kit, "
                  "O(N^2) in total, in the plan walk and again in the apply walk.")
-    L.append("- **-parallelism**: the work is CPU-bound on a 2-core machine; see the sweep for what the setting "
-             "changes. flare_clients generates keys on all cores by itself.")
+    L.append("- **-parallelism**: the work is CPU-bound on a 2-core machine; flare_clients generates keys on all "
+             "cores by itself, whatever -parallelism is.")
     L.append(f"- **Memory**: nvflare peaks at {mb(max(r['nv_provision'].tree_peak_kb for r in results))}; "
              f"Terraform's process tree at {mb(ta.tree_peak_kb)} at N={n}.")
     return L
