@@ -15,6 +15,8 @@ import (
 	"github.com/flarekit/terraform-provider-flare/agent/manager"
 	"github.com/flarekit/terraform-provider-flare/internal/attest"
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
+	"github.com/flarekit/terraform-provider-flare/internal/project"
 )
 
 // What flare_cvm_attestation and flare_cvm_instance share: reaching a
@@ -44,6 +46,30 @@ var authKitCheck = stringCheck{summary: "Invalid Startup Kit", desc: "a startup 
 	check: func(dir string) error {
 		if _, err := os.Stat(filepath.Join(dir, "startup", "rootCA.pem")); err != nil {
 			return fmt.Errorf("%s has no startup/rootCA.pem: name a startup kit of the project (flare_startup_kit.<name>.kit_dir), e.g. a project_admin's", dir)
+		}
+		return nil
+	}}
+
+// launcherKitCheck adds to authKitCheck what the agent will demand of a
+// launch, so a kit that may only read fails at plan time, not after apply
+// has started: the certificate must carry role project_admin or org_admin
+// (the agent also checks an org_admin's org against the site's).
+var launcherKitCheck = stringCheck{summary: "Startup Kit May Not Launch", desc: "a project_admin's or org_admin's startup kit",
+	check: func(dir string) error {
+		if err := authKitCheck.check(dir); err != nil {
+			return err
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "startup", "client.crt"))
+		if err != nil {
+			return fmt.Errorf("%s has no startup/client.crt: name an admin's startup kit (flare_startup_kit of a flare_admin with role project_admin or org_admin)", dir)
+		}
+		cert, err := pki.ParseCertPEM(b)
+		if err != nil {
+			return fmt.Errorf("%s/startup/client.crt: %w", dir, err)
+		}
+		if role := pki.RoleOf(cert); role != project.RoleProjectAdmin && role != project.RoleOrgAdmin {
+			return fmt.Errorf("%s is %s with role %q, which may read from a flare-agent but not launch or stop: use a project_admin's kit, or an org_admin's of the site's org",
+				dir, cert.Subject.CommonName, role)
 		}
 		return nil
 	}}

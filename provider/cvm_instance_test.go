@@ -214,9 +214,9 @@ data "flare_cvm_attestation" "wrong_measurement" {
 				),
 			},
 			{
-				// A second launch by someone who may only read is refused by
-				// the agent, and an instance that does not allow simulated
-				// reports fails before anything is launched.
+				// A kit that may only read is refused at plan time (the agent
+				// would answer 403), and an instance that does not allow
+				// simulated reports fails before anything is launched.
 				Config: withReads("") + fmt.Sprintf(`
 resource "flare_cvm_instance" "by_lead" {
   agent_url       = %[1]q
@@ -224,7 +224,7 @@ resource "flare_cvm_instance" "by_lead" {
   kit_dir         = flare_cvm_kit.site_1.kit_dir
   allow_simulated = true
 }`, agentURL),
-				ExpectError: regexp.MustCompile(`403 Forbidden`),
+				ExpectError: regexp.MustCompile(`(?s)Startup Kit May Not Launch.*lead@nvidia.com with role\s+"lead"`),
 			},
 			{
 				Config: withReads("") + fmt.Sprintf(`

@@ -103,7 +103,7 @@ func (r *cvmInstanceResource) Schema(_ context.Context, _ resource.SchemaRequest
 			"id": computed("The CVM's id on the agent."),
 			"agent_url": schema.StringAttribute{Required: true, PlanModifiers: replace, Validators: []validator.String{agentURLCheck},
 				MarkdownDescription: "The site's flare-agent, `https://host:port`. Its certificate must be the site's (the kit's participant) from this project's CA."},
-			"auth_kit_dir": schema.StringAttribute{Required: true, Validators: []validator.String{authKitCheck},
+			"auth_kit_dir": schema.StringAttribute{Required: true, Validators: []validator.String{launcherKitCheck},
 				MarkdownDescription: "The startup kit (`flare_startup_kit.<name>.kit_dir`) whose certificate authenticates to the agent: a " +
 					"`project_admin`, or an `org_admin` of the site's org, may launch and stop."},
 			"kit_dir": schema.StringAttribute{Required: true, PlanModifiers: replace, Validators: []validator.String{cvmKitDirCheck},
