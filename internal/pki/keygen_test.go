@@ -187,3 +187,60 @@ func TestFermat2(t *testing.T) {
 		t.Fatal("fermat2 rejects the largest 1024-bit prime")
 	}
 }
+
+// The assembly squaring (where the CPU has it) equals the Go one, on
+// random values below random moduli and on values that carry through
+// every word.
+func TestMontgomerySqrADX(t *testing.T) {
+	if !useADX {
+		t.Skip("no ADX/BMI2 squaring on this CPU")
+	}
+	words := func(x *big.Int) *nat1024 {
+		var n nat1024
+		be := wordsOf(x, make([]byte, 128), make([]uint64, 16))
+		for i := range n {
+			n[i] = be[15-i]
+		}
+		return &n
+	}
+	one := big.NewInt(1)
+	for range 50 {
+		buf := make([]byte, 128)
+		rand.Read(buf)
+		buf[0] |= 0x80
+		buf[127] |= 1
+		nb := new(big.Int).SetBytes(buf)
+		m := newMontgomery1024(words(nb))
+		xs := []*big.Int{big.NewInt(0), one, new(big.Int).Sub(nb, one), new(big.Int).Sub(nb, big.NewInt(2)),
+			new(big.Int).Rsh(nb, 1), new(big.Int).Sub(new(big.Int).Lsh(one, 1023), one)}
+		for range 20 {
+			x, _ := rand.Int(rand.Reader, nb)
+			xs = append(xs, x)
+		}
+		for _, xb := range xs {
+			if xb.Cmp(nb) >= 0 {
+				continue
+			}
+			x := words(xb)
+			var got, want nat1024
+			m.sqr(&got, x)
+			m.sqrGeneric(&want, x)
+			if got != want {
+				t.Fatalf("n=%x x=%x: assembly %x, Go %x", nb, xb, got, want)
+			}
+		}
+	}
+	// n = 2^1024-1 - 2k for small k: every word all ones, the longest carries.
+	nb := new(big.Int).Sub(new(big.Int).Lsh(one, 1024), big.NewInt(3))
+	m := newMontgomery1024(words(nb))
+	x := words(new(big.Int).Sub(nb, one))
+	for range 100 {
+		var got, want nat1024
+		m.sqr(&got, x)
+		m.sqrGeneric(&want, x)
+		if got != want {
+			t.Fatalf("all-ones modulus: assembly %x, Go %x", got, want)
+		}
+		*x = got
+	}
+}
