@@ -1,5 +1,6 @@
 # make bench — terraform apply with this provider vs `nvflare provision`, and
-# the Go benchmarks of key generation, certificate issuance and kit writing.
+# the Go benchmarks of key generation, certificate issuance and kit writing
+# (one package at a time: -p 1, so no two packages' benchmarks share the CPUs).
 # Writes bench/results.md. Not part of `make test` (it takes minutes).
 #
 # Uses the venv of mk/interop.mk (nvflare and psutil from tests/interop/requirements.txt).
@@ -32,7 +33,7 @@ BENCH_AGENT_OUT   := $(BUILD)/bench-agent.txt
 
 bench-go:
 	@mkdir -p $(BUILD)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime=$(BENCH_GO_TIME) $(BENCH_GO_PKGS) | tee $(BENCH_GO_OUT)
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem -benchtime=$(BENCH_GO_TIME) $(BENCH_GO_PKGS) | tee $(BENCH_GO_OUT)
 
 bench-agent: agent-e2e-deps
 	@mkdir -p $(BUILD) bench

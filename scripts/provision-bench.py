@@ -504,7 +504,7 @@ def report(args, results, sweep, gob, per_resource, out: Path):
         L.append("")
 
     L.append("## Go benchmarks\n")
-    L.append(f"`go test -run '^$' -bench . -benchmem` over `{args.go_pkgs}` (output below, unedited; packages "
+    L.append(f"`go test -p 1 -run '^$' -bench . -benchmem` over `{args.go_pkgs}` (output below, unedited; packages "
              "without benchmarks print only ok). RSA-2048 key generation as nvflare does it (OpenSSL through "
              f"`cryptography`), timed by the driver: {gob.get('openssl_keygen_ms', 0):.0f} ms per key.\n")
     L.append("```")
