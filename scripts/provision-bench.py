@@ -266,8 +266,6 @@ class Bench:
         kits = sorted(p.name for p in (tfd / "kits").iterdir())
         assert len(kits) == n, f"terraform wrote {len(kits)} kits, want {n}"
         if not full:
-            if not self.a.keep:
-                shutil.rmtree(d)
             return r
 
         r["tf_plan_noop"] = check(run_measured(self.tf("plan", *tfa, par, "-detailed-exitcode"), tfd, log,
@@ -289,8 +287,6 @@ class Bench:
         write_project_yml(nvd / "project.yml", clients + ["site-new"])
         r["nv_add"] = check(run_measured([self.nvflare, "provision", "-p", "project.yml", "-w", "ws"], nvd, log), log)
         assert (nvd / "ws" / "quickstart" / "prod_01" / "site-new").is_dir()
-        if not self.a.keep:
-            shutil.rmtree(d)
         return r
 
     def per_resource(self, n, parallelism, trace=False):
@@ -314,8 +310,6 @@ class Bench:
         r["resources"], r["state_bytes"] = state_info(d)
         write_tfvars(d / "terraform.tfvars.json", clients + ["site-new"])
         r["tf_add"] = check(run_measured(self.tf("apply", *tfa), d, log, self.env), log)
-        if not self.a.keep:
-            shutil.rmtree(d)
         return r
 
 
@@ -418,6 +412,23 @@ def tool_versions(terraform):
            f"{version('cryptography')}); {gv}"
 
 
+def discard_note(path):
+    """A sentence when the file system of path is mounted with discard."""
+    best, opts = "", ""
+    try:
+        target = str(Path(path).resolve())
+        for line in Path("/proc/mounts").read_text().splitlines():
+            f = line.split()
+            if len(f) > 3 and (target + "/").startswith(f[1].rstrip("/") + "/") and len(f[1]) >= len(best):
+                best, opts = f[1], f[3]
+    except OSError:
+        return ""
+    if "discard" not in opts.split(","):
+        return ""
+    return (f" The file system ({best}) is mounted with `discard`: creating files soon after many were deleted "
+            "costs several times the kernel CPU, so the driver deletes nothing until the end.")
+
+
 def report(args, results, sweep, gob, per_resource, out: Path):
     L = []
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
@@ -429,8 +440,9 @@ def report(args, results, sweep, gob, per_resource, out: Path):
              "builders of `dummy_project.yml`: Workspace, StaticFile, Cert, Signature). Both write every kit with "
              "RSA-2048 keys, certificates and signature.json for startup/ and local/, into the same file system, "
              "one after the other in the same run. "
-             f"Terraform runs with `-parallelism={args.parallelism}` (see the sweep below). The machine is a shared "
-             "VM: other jobs may have run at the same time; expect some noise.\n")
+             f"Terraform runs with `-parallelism={args.parallelism}`. The machine is a shared "
+             "VM: other jobs may have run at the same time (see *other load*); expect some noise."
+             f"{discard_note(tempfile.gettempdir())}\n")
     L.append("*Wall*: elapsed time of the command. *Peak RSS*: the largest sum of resident memory over the "
              "command's process tree (terraform + the provider plugin; nvflare is one process), sampled every 50 ms. "
              "*CPU*: user+system seconds of the whole tree. *Ratio*: terraform / nvflare wall time "
@@ -653,14 +665,17 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="flare-bench."))
     print(f"[bench] work dir {work}", flush=True)
     try:
+        # Nothing is deleted until the end: on a file system mounted with
+        # `discard`, creating files soon after a large deletion costs several
+        # times the kernel CPU, which would land on whichever command ran next.
         b = Bench(args, work)
-        gob = go_bench(args.go_bench)
-        gob["openssl_keygen_ms"] = openssl_keygen_ms()
         sweep = [b.size(args.sweep_size, p, full=False) for p in map(int, filter(None, args.sweep.split(",")))]
         sizes = list(map(int, args.sizes.split(",")))
         results = [b.size(n, args.parallelism) for n in sizes]
         pr_sizes = sorted(map(int, filter(None, args.per_resource_sizes.split(","))))
         per_resource = [b.per_resource(n, args.parallelism, trace=(n == pr_sizes[-1])) for n in pr_sizes]
+        gob = go_bench(args.go_bench)
+        gob["openssl_keygen_ms"] = openssl_keygen_ms()
         report(args, results, sweep, gob, per_resource, Path(args.out))
         print(f"[bench] wrote {args.out}", flush=True)
     finally:
