@@ -59,7 +59,9 @@ func signFolder(files []File, in Input) ([]byte, error) {
 	if c == nil {
 		return SignFolder(files, in.Signer)
 	}
-	if c.signer != in.Signer {
+	// The same key, not necessarily the same Signer value (comparing
+	// interface values could panic on an uncomparable Signer type).
+	if pub, ok := c.signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(in.Signer.Public()) {
 		return nil, errors.New("the signature cache belongs to another signer")
 	}
 	sigs := map[string]string{}
