@@ -4,17 +4,16 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"errors"
-	"fmt"
-	"path"
 	"sync"
 )
 
 // SignatureCache signs signature.json entries with one signer and keeps
 // them by content, so the files every kit of a federation has (rootCA.pem,
 // start.sh, stop_fl.sh, the local/ defaults) are signed once per apply
-// instead of once per kit: 7 of each client kit's 11 RSA-PSS signatures. An entry signs the file's content only (NVFlare's
-// sign_content), so a signature made for one kit verifies in every other
-// kit with the same file. Safe for concurrent use.
+// instead of once per kit: 7 of each client kit's 11 RSA-PSS signatures.
+// An entry signs the file's content only (NVFlare's sign_content), so a
+// signature made for one kit verifies in every other kit with the same
+// file. Safe for concurrent use.
 type SignatureCache struct {
 	signer crypto.Signer
 	mu     sync.Mutex
@@ -64,17 +63,5 @@ func signFolder(files []File, in Input) ([]byte, error) {
 	if pub, ok := c.signer.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(in.Signer.Public()) {
 		return nil, errors.New("the signature cache belongs to another signer")
 	}
-	sigs := map[string]string{}
-	for _, f := range files {
-		name := path.Base(f.Path)
-		if name == SignatureFile {
-			continue
-		}
-		s, err := c.Sign(f.Data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.Path, err)
-		}
-		sigs[name] = s
-	}
-	return encodeSignatures(sigs)
+	return signEach(files, c.Sign)
 }

@@ -39,13 +39,18 @@ func SignContent(data []byte, signer crypto.Signer) (string, error) {
 // SignFolder makes the signature.json of one folder: every file by its
 // base name. The JSON has Python json.dump's spacing, keys sorted.
 func SignFolder(files []File, signer crypto.Signer) ([]byte, error) {
+	return signEach(files, func(data []byte) (string, error) { return SignContent(data, signer) })
+}
+
+// signEach makes the signature.json of files with sign.
+func signEach(files []File, sign func([]byte) (string, error)) ([]byte, error) {
 	sigs := map[string]string{}
 	for _, f := range files {
 		name := path.Base(f.Path)
 		if name == SignatureFile {
 			continue
 		}
-		s, err := SignContent(f.Data, signer)
+		s, err := sign(f.Data)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f.Path, err)
 		}
