@@ -3,11 +3,13 @@ package provider
 import (
 	"context"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
 
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
 	"github.com/flarekit/terraform-provider-flare/internal/localca"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 	"github.com/flarekit/terraform-provider-flare/internal/vaultca"
@@ -16,19 +18,27 @@ import (
 // A project's id names where its CA lives, so participants and kits that
 // hold only the id can reach the signer:
 //
-//	local:<dir>                                   embedded CA, key in <dir>
-//	vault_transit:<dir>#<mount>/<key>@v<version>  key in Vault Transit
+//	local:<dir>?nvflare=<line>                                   embedded CA, key in <dir>
+//	vault_transit:<dir>#<mount>/<key>@v<version>?nvflare=<line>  key in Vault Transit
 //
 // <dir> holds the root certificate and the participants' keys either way.
+// The NVFlare release line rides along so that everything made from the id
+// (certificates, descriptors, kits) follows the project's line, and a change
+// of line shows in the plan of every kit. Ids from before lines existed
+// have no suffix: their kits were NVFlare 2.7's.
 const (
 	localRefPrefix = "local:"
 	vaultRefPrefix = "vault_transit:"
+	lineSuffix     = "?nvflare="
+	legacyLine     = "2.7"
 )
 
 // caRef is a parsed project id.
 type caRef struct {
 	Dir   string
 	Vault *vaultKeyRef // nil for the local backend
+	// Line is the NVFlare release line ("2.9").
+	Line string
 }
 
 type vaultKeyRef struct {
@@ -38,17 +48,53 @@ type vaultKeyRef struct {
 }
 
 func (r caRef) ID() string {
+	return r.caID() + lineSuffix + r.Line
+}
+
+// caID is the id without the line: what names the CA itself.
+func (r caRef) caID() string {
 	if r.Vault == nil {
 		return localRefPrefix + filepath.Clean(r.Dir)
 	}
 	return fmt.Sprintf("%s%s#%s/%s@v%d", vaultRefPrefix, filepath.Clean(r.Dir), r.Vault.Mount, r.Vault.Key, r.Vault.Version)
 }
 
+// line is the kit layout and certificate profile of the project's line.
+func (r caRef) line() (*kit.Line, error) { return kit.LookupLine(r.Line) }
+
 func (r caRef) store() localca.Store { return localca.Store{Dir: r.Dir} }
 
 func parseProjectID(id string) (caRef, error) {
 	bad := fmt.Errorf("project_id %q is not a flare_project id: use flare_project.<name>.id (ids look like %q or %q)",
-		id, localRefPrefix+".flare-ca", vaultRefPrefix+".flare-ca#transit/flare-root@v1")
+		id, localRefPrefix+".flare-ca"+lineSuffix+kit.DefaultVersion(), vaultRefPrefix+".flare-ca#transit/flare-root@v1"+lineSuffix+kit.DefaultVersion())
+	line := legacyLine
+	if i := strings.LastIndex(id, lineSuffix); i >= 0 {
+		id, line = id[:i], id[i+len(lineSuffix):]
+		if line == "" {
+			return caRef{}, bad
+		}
+		if _, err := kit.LookupLine(line); err != nil {
+			return caRef{}, fmt.Errorf("project_id: %w", err)
+		}
+	}
+	ref, err := parseCAID(id)
+	if err != nil {
+		return caRef{}, bad
+	}
+	ref.Line = line
+	return ref, nil
+}
+
+// sameCA reports whether two project ids name the same CA, whatever their
+// NVFlare lines: a change of line alone keeps every certificate.
+func sameCA(a, b string) bool {
+	ra, errA := parseProjectID(a)
+	rb, errB := parseProjectID(b)
+	return errA == nil && errB == nil && ra.caID() == rb.caID()
+}
+
+func parseCAID(id string) (caRef, error) {
+	bad := errors.New("not a CA id")
 	if dir, ok := strings.CutPrefix(id, localRefPrefix); ok {
 		if dir == "" {
 			return caRef{}, bad

@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
@@ -82,4 +84,16 @@ func (w *withProviderData) ca(ctx context.Context, projectID string) (pki.CA, ca
 	}
 	ca, err := d.loadCA(ctx, ref)
 	return ca, ref, err
+}
+
+// projectIDModifiers make a project_id change a replacement only when it
+// names another CA: a new NVFlare line on the same CA keeps every key and
+// certificate and rewrites kits in place.
+func projectIDModifiers() []planmodifier.String {
+	return []planmodifier.String{stringplanmodifier.RequiresReplaceIf(
+		func(_ context.Context, req planmodifier.StringRequest, resp *stringplanmodifier.RequiresReplaceIfFuncResponse) {
+			resp.RequiresReplace = req.PlanValue.IsUnknown() || !sameCA(req.StateValue.ValueString(), req.PlanValue.ValueString())
+		},
+		"Changing the project's CA replaces this resource; a new NVFlare line alone does not.",
+		"Changing the project's CA replaces this resource; a new NVFlare line alone does not.")}
 }

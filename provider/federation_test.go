@@ -44,7 +44,7 @@ func TestAccFederation_Lifecycle(t *testing.T) {
 			{
 				Config: federationConfig(dir, two, ""),
 				ConfigStateChecks: []statecheck.StateCheck{
-					statecheck.ExpectKnownValue("flare_project.p", tfjsonpath.New("id"), knownvalue.StringExact("local:"+caDir)),
+					statecheck.ExpectKnownValue("flare_project.p", tfjsonpath.New("id"), knownvalue.StringExact("local:"+caDir+"?nvflare=2.9")),
 					statecheck.ExpectKnownValue("flare_project.p", tfjsonpath.New("root_ca_pem"), knownvalue.StringRegexp(regexp.MustCompile(`^-----BEGIN CERTIFICATE-----`))),
 					statecheck.ExpectKnownValue("flare_project.p", tfjsonpath.New("root_ca_fingerprint"), knownvalue.StringRegexp(regexp.MustCompile(`^[0-9a-f]{64}$`))),
 					statecheck.ExpectKnownValue("flare_server.server1", tfjsonpath.New("key_fingerprint"), knownvalue.StringRegexp(regexp.MustCompile(`^[0-9a-f]{64}$`))),
@@ -60,7 +60,7 @@ func TestAccFederation_Lifecycle(t *testing.T) {
 					checkFileMode(filepath.Join(caDir, "rootCA.key"), 0o600),
 					checkFileMode(filepath.Join(kits, "site-1", "startup", "client.key"), 0o600),
 					checkFileMode(filepath.Join(kits, "site-1", "startup", "sub_start.sh"), 0o755),
-					checkJSONField(filepath.Join(kits, "site-1", "startup", "fed_client.json"), []string{"overseer_agent", "args", "sp_end_point"}, "server1:8002:8003"),
+					checkJSONField(filepath.Join(kits, "site-1", "startup", "fed_client.json"), []string{"servers", "0", "service", "target"}, "server1:8002"),
 					checkJSONField(filepath.Join(kits, "admin@nvidia.com", "startup", "fed_admin.json"), []string{"admin", "port"}, float64(8003)),
 				),
 			},
@@ -159,13 +159,13 @@ func TestAccFederation_Lifecycle(t *testing.T) {
 			{
 				ResourceName:      "flare_client.site_2",
 				ImportState:       true,
-				ImportStateId:     "site-2@local:" + caDir,
+				ImportStateId:     "site-2@local:" + caDir + "?nvflare=2.9",
 				ImportStateVerify: true,
 			},
 			{
 				ResourceName:      "flare_server.server1",
 				ImportState:       true,
-				ImportStateId:     "server1@local:" + caDir,
+				ImportStateId:     "server1@local:" + caDir + "?nvflare=2.9",
 				ImportStateVerify: true,
 				// Ports are not in the certificate; the next plan sets them.
 				ImportStateVerifyIgnore: []string{"admin_port", "descriptor"},
@@ -173,7 +173,7 @@ func TestAccFederation_Lifecycle(t *testing.T) {
 			{
 				ResourceName:      "flare_admin.admin",
 				ImportState:       true,
-				ImportStateId:     "admin@nvidia.com@local:" + caDir,
+				ImportStateId:     "admin@nvidia.com@local:" + caDir + "?nvflare=2.9",
 				ImportStateVerify: true,
 			},
 			{

@@ -106,8 +106,8 @@ func (r *participantResource) Schema(_ context.Context, _ resource.SchemaRequest
 			MarkdownDescription: "The participant name.",
 		},
 		"project_id": schema.StringAttribute{
-			Required: true, PlanModifiers: replace,
-			MarkdownDescription: "`flare_project.<name>.id`: the CA that signs this participant.",
+			Required: true, PlanModifiers: projectIDModifiers(),
+			MarkdownDescription: "`flare_project.<name>.id`: the CA that signs this participant, and the NVFlare line its certificate and kit follow. A new line on the same CA keeps the key and certificate.",
 			Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
 				check: func(s string) error { _, err := storeFromProjectID(s); return err }}},
 		},
@@ -292,9 +292,14 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 				p.Name, store.ParticipantKeyPath(p.Name), p.Name, c.ProjectID.ValueString()))
 		return
 	}
-	ca, _, err := r.ca(ctx, c.ProjectID.ValueString())
+	ca, ref, err := r.ca(ctx, c.ProjectID.ValueString())
 	if err != nil {
 		resp.Diagnostics.AddError("Cannot Load Project CA", err.Error())
+		return
+	}
+	line, err := ref.line()
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("project_id"), "Invalid Project ID", err.Error())
 		return
 	}
 	key, err := pki.GenerateKey()
@@ -311,6 +316,7 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 		PublicKey: &key.PublicKey,
 		DNSNames:  dedupe(dns),
 		Validity:  pki.ValidityFor(now(), int(c.ValidityDays.ValueInt64())),
+		Profile:   line.Certs,
 	})
 	if err != nil {
 		resp.Diagnostics.AddError("Cannot Issue Certificate", err.Error())

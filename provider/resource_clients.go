@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/float64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
@@ -55,6 +56,7 @@ type clientsModel struct {
 	ID           types.String `tfsdk:"id"`
 	ProjectID    types.String `tfsdk:"project_id"`
 	Server       types.String `tfsdk:"server"`
+	Relayed      types.List   `tfsdk:"relayed_clients"`
 	OutputDir    types.String `tfsdk:"output_dir"`
 	Archive      types.String `tfsdk:"archive"`
 	ValidityDays types.Int64  `tfsdk:"validity_days"`
@@ -95,12 +97,16 @@ func (r *clientsResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 				MarkdownDescription: "The output directory."},
-			"project_id": schema.StringAttribute{Required: true, PlanModifiers: replace,
-				MarkdownDescription: "`flare_project.<name>.id`: the CA that signs the clients.",
+			"project_id": schema.StringAttribute{Required: true, PlanModifiers: projectIDModifiers(),
+				MarkdownDescription: "`flare_project.<name>.id`: the CA that signs the clients, and the NVFlare line their kits follow. A new line on the same CA rewrites every kit and keeps keys and certificates.",
 				Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
 					check: func(s string) error { _, err := parseProjectID(s); return err }}}},
 			"server": schema.StringAttribute{Required: true, Validators: []validator.String{descriptor},
 				MarkdownDescription: "`flare_server.<name>.descriptor`: the server the clients connect to."},
+			"relayed_clients": schema.ListAttribute{Optional: true, ElementType: types.StringType,
+				Validators: []validator.List{listvalidator.ValueStringsAre(descriptor)},
+				MarkdownDescription: "The `descriptor`s of the project's clients that connect through a relay, as " +
+					"`flare_startup_kit.relayed_clients`: NVFlare 2.9 kits map their cell names to their certificates."},
 			"output_dir": schema.StringAttribute{Required: true, PlanModifiers: replace,
 				MarkdownDescription: "Directory that holds the kits: `<output_dir>/<client name>/`."},
 			"archive": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(kit.ArchiveNone),
@@ -216,7 +222,7 @@ func (r *clientsResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	oldSpecs, _ := state.specs(ctx)
 	old := state.issued(ctx)
 	everything := plan.Server.IsUnknown() || plan.Server.ValueString() != state.Server.ValueString() ||
-		plan.Archive.ValueString() != state.Archive.ValueString()
+		plan.Archive.ValueString() != state.Archive.ValueString() || !plan.Relayed.Equal(state.Relayed)
 	digests := make(map[string]attr.Value, len(specs))
 	dirs := make(map[string]attr.Value, len(specs))
 	changed := len(old) != len(specs)
@@ -307,7 +313,7 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 	if state != nil {
 		old = state.issued(ctx)
 		oldSpecs, _ = state.specs(ctx)
-		serverChanged = state.Server.ValueString() != plan.Server.ValueString()
+		serverChanged = state.Server.ValueString() != plan.Server.ValueString() || !state.Relayed.Equal(plan.Relayed)
 		archiveChanged = state.Archive.ValueString() != plan.Archive.ValueString()
 	}
 
@@ -338,6 +344,16 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 	// Shared by every kit of this apply: each file all client kits have
 	// (rootCA.pem, the local/ defaults) is signed once, not once per kit.
 	shared := clientShared{ca: ca, rootPEM: pki.CertPEM(ca.Cert), sigs: kit.NewSignatureCache(ca.Signer)}
+	if shared.line, err = ref.line(); err != nil {
+		diags.AddAttributeError(path.Root("project_id"), "Invalid Project ID", err.Error())
+		return
+	}
+	relayed := startupKitModel{Relayed: plan.Relayed}
+	var ferr *project.FieldError
+	if shared.relayed, ferr = relayed.relayedClients(plan.ProjectID.ValueString()); ferr != nil {
+		diags.AddAttributeError(path.Root(ferr.Field), "Invalid Relayed Clients", ferr.Error())
+		return
+	}
 	r.runParallel(work, func(w *clientWork) {
 		w.err = r.applyClient(w, shared, store, srv.Participant, plan, out)
 	})
@@ -417,6 +433,8 @@ type clientShared struct {
 	ca      pki.CA
 	rootPEM []byte
 	sigs    *kit.SignatureCache
+	line    *kit.Line
+	relayed []project.Participant
 }
 
 func (r *clientsResource) applyClient(w *clientWork, shared clientShared, store localca.Store, server project.Participant, plan *clientsModel, out string) error {
@@ -434,6 +452,7 @@ func (r *clientsResource) applyClient(w *clientWork, shared clientShared, store 
 			Subject:   pki.Subject{CommonName: p.Name, Organization: p.Org, Role: p.CertRole()},
 			PublicKey: &key.PublicKey, DNSNames: []string{p.Name},
 			Validity: pki.ValidityFor(now(), int(plan.ValidityDays.ValueInt64())),
+			Profile:  shared.line.Certs,
 		})
 		if err != nil {
 			return err
@@ -446,7 +465,8 @@ func (r *clientsResource) applyClient(w *clientWork, shared clientShared, store 
 		return err
 	}
 	k, err := kit.Build(kit.Input{Project: ca.Cert.Subject.CommonName, Participant: p, Server: server,
-		RootCAPEM: shared.rootPEM, CertPEM: certPEM, KeyPEM: pki.KeyPEM(key), Signer: ca.Signer, Signatures: shared.sigs})
+		RootCAPEM: shared.rootPEM, CertPEM: certPEM, KeyPEM: pki.KeyPEM(key), Signer: ca.Signer, Signatures: shared.sigs,
+		Line: shared.line, RelayedClients: shared.relayed})
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
 	"github.com/flarekit/terraform-provider-flare/internal/localca"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 	"github.com/flarekit/terraform-provider-flare/internal/project"
@@ -34,6 +35,7 @@ var (
 	_ resource.Resource                   = (*projectResource)(nil)
 	_ resource.ResourceWithImportState    = (*projectResource)(nil)
 	_ resource.ResourceWithValidateConfig = (*projectResource)(nil)
+	_ resource.ResourceWithModifyPlan     = (*projectResource)(nil)
 )
 
 // NewProjectResource is the flare_project factory.
@@ -47,6 +49,7 @@ type projectModel struct {
 	ID                types.String `tfsdk:"id"`
 	Name              types.String `tfsdk:"name"`
 	Description       types.String `tfsdk:"description"`
+	NVFlareVersion    types.String `tfsdk:"nvflare_version"`
 	ValidityDays      types.Int64  `tfsdk:"validity_days"`
 	CA                types.Object `tfsdk:"ca"`
 	RootCAPEM         types.String `tfsdk:"root_ca_pem"`
@@ -87,9 +90,10 @@ func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 			"written with mode 0600 to `ca.dir`; it never enters Terraform state.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
-				Computed:            true,
-				MarkdownDescription: "Reference to the project's CA (`local:<dir>`). Pass it as `project_id` to participants.",
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+				Computed: true,
+				MarkdownDescription: "Reference to the project's CA and NVFlare line (`local:<dir>?nvflare=<line>`). Pass it as " +
+					"`project_id` to participants.",
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
 			"name": schema.StringAttribute{
 				Required:            true,
@@ -100,6 +104,18 @@ func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 			"description": schema.StringAttribute{
 				Optional:            true,
 				MarkdownDescription: "Free text describing the project.",
+			},
+			"nvflare_version": schema.StringAttribute{
+				Optional: true,
+				Computed: true,
+				Default:  stringdefault.StaticString(kit.DefaultVersion()),
+				MarkdownDescription: fmt.Sprintf("The NVIDIA FLARE release line the federation runs: %s. Defaults to %q, the newest. "+
+					"It selects the kit layout (`fed_*.json`, `local/*.default`, scripts) and the certificate profile of that "+
+					"line's `nvflare provision`, so that line's runtime starts from the kits unchanged. Changing it on an "+
+					"applied project rewrites every kit and reissues no key or certificate: the existing root CA and "+
+					"participant certificates pass the newer runtime's checks. It rides in `id`, so everything made from "+
+					"the project follows it.", "`"+strings.Join(kit.Versions(), "`, `")+"`", kit.DefaultVersion()),
+				Validators: []validator.String{stringvalidator.OneOf(kit.Versions()...)},
 			},
 			"validity_days": schema.Int64Attribute{
 				Optional:            true,
@@ -240,7 +256,12 @@ func (r *projectResource) Create(ctx context.Context, req resource.CreateRequest
 		resp.Diagnostics.AddError("Invalid CA Configuration", err.Error())
 		return
 	}
-	ref := caRef{Dir: ca.Dir.ValueString()}
+	ref := caRef{Dir: ca.Dir.ValueString(), Line: plan.NVFlareVersion.ValueString()}
+	line, err := ref.line()
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("nvflare_version"), "Unsupported NVFlare Line", err.Error())
+		return
+	}
 	store := ref.store()
 	validity := pki.ValidityFor(now(), int(plan.ValidityDays.ValueInt64()))
 	var root pki.CA
@@ -256,7 +277,7 @@ func (r *projectResource) Create(ctx context.Context, req resource.CreateRequest
 		ref.Vault = &vaultKeyRef{Mount: transitMount(ca), Key: ca.KeyName.ValueString(), Version: signer.KeyVersion()}
 		ca.KeyVersion = types.Int64Value(int64(signer.KeyVersion()))
 		plan.LatestKeyVersion = ca.KeyVersion
-		root, err = store.CreateExternal(plan.Name.ValueString(), signer, validity)
+		root, err = store.CreateExternal(plan.Name.ValueString(), signer, validity, line.Certs)
 		if err != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("ca").AtName("dir"), "Cannot Create Root CA", err.Error())
 			return
@@ -264,7 +285,7 @@ func (r *projectResource) Create(ctx context.Context, req resource.CreateRequest
 	} else {
 		ca.KeyVersion = types.Int64Null()
 		plan.LatestKeyVersion = types.Int64Null()
-		root, err = store.Create(plan.Name.ValueString(), validity)
+		root, err = store.Create(plan.Name.ValueString(), validity, line.Certs)
 		if err != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("ca").AtName("dir"), "Cannot Create Root CA", err.Error())
 			return
@@ -326,6 +347,9 @@ func (r *projectResource) Read(ctx context.Context, req resource.ReadRequest, re
 	}
 	state.setCert(cert)
 	state.LatestKeyVersion = types.Int64Null()
+	if state.NVFlareVersion.IsNull() { // import, or state from before lines: the id says
+		state.NVFlareVersion = types.StringValue(ref.Line)
+	}
 	if ref.Vault != nil {
 		r.checkRotation(ctx, ref, &state, resp)
 	}
@@ -371,13 +395,47 @@ func (r *projectResource) checkRotation(ctx context.Context, ref caRef, state *p
 	}
 }
 
-// Update only ever changes description: everything else requires replacement.
+// ModifyPlan puts a new NVFlare line into the planned id, so participants
+// and kits plan their updates from known values.
+func (r *projectResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	var plan, state projectModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || plan.NVFlareVersion.IsUnknown() || plan.ID.IsUnknown() {
+		return
+	}
+	ref, err := parseProjectID(state.ID.ValueString())
+	if err != nil || ref.Line == plan.NVFlareVersion.ValueString() {
+		return
+	}
+	from := ref.Line
+	ref.Line = plan.NVFlareVersion.ValueString()
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("id"), ref.ID())...)
+	resp.Diagnostics.AddAttributeWarning(path.Root("nvflare_version"), "NVFlare Line Changes",
+		fmt.Sprintf("The project moves from NVFlare %s to %s: every startup kit is rewritten for %s (the plan lists them); "+
+			"no key or certificate is reissued. Sites must run NVFlare %s with the new kits.", from, ref.Line, ref.Line, ref.Line))
+}
+
+// Update changes description and the NVFlare line (and with it the id):
+// everything else requires replacement.
 func (r *projectResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
 	var plan projectModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	ref, err := parseProjectID(plan.ID.ValueString())
+	if err != nil {
+		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		return
+	}
+	ref.Line = plan.NVFlareVersion.ValueString()
+	plan.ID = types.StringValue(ref.ID())
+	// Refresh's reading of the Transit key stays until the next refresh.
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("latest_key_version"), &plan.LatestKeyVersion)...)
 	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
 }
 
@@ -402,7 +460,7 @@ func (r *projectResource) Delete(ctx context.Context, req resource.DeleteRequest
 func (r *projectResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	id := req.ID
 	if !strings.HasPrefix(id, localRefPrefix) && !strings.HasPrefix(id, vaultRefPrefix) {
-		id = caRef{Dir: id}.ID()
+		id = caRef{Dir: id, Line: kit.DefaultVersion()}.ID()
 	}
 	if _, err := parseProjectID(id); err != nil {
 		resp.Diagnostics.AddError("Invalid Import ID", err.Error())

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -44,6 +45,7 @@ type startupKitModel struct {
 	Participant types.String `tfsdk:"participant"`
 	Server      types.String `tfsdk:"server"`
 	Relay       types.String `tfsdk:"relay"`
+	Relayed     types.List   `tfsdk:"relayed_clients"`
 	OutputDir   types.String `tfsdk:"output_dir"`
 	Archive     types.String `tfsdk:"archive"`
 	KitDir      types.String `tfsdk:"kit_dir"`
@@ -68,7 +70,7 @@ func (r *startupKitResource) Schema(_ context.Context, _ resource.SchemaRequest,
 		MarkdownDescription: "Writes one participant's NVFlare startup kit to `<output_dir>/<name>/`: `startup/` " +
 			"(root CA, the participant's certificate and key, `fed_*.json`, start scripts, `signature.json`), " +
 			"`local/` (resources, authorization, privacy and log defaults, `signature.json`) and `transfer/`, " +
-			"as `nvflare provision` (2.7) lays it out. A new kit appears with one rename; an update replaces " +
+			"as `nvflare provision` of the project's NVFlare line lays it out. A new kit appears with one rename; an update replaces " +
 			"only the kit's own files, so a running site's logs, job workspaces and local overrides survive. An " +
 			"edit to a managed file outside Terraform shows up in the next plan and is repaired by apply.",
 		Attributes: map[string]schema.Attribute{
@@ -84,6 +86,15 @@ func (r *startupKitResource) Schema(_ context.Context, _ resource.SchemaRequest,
 			"relay": schema.StringAttribute{
 				Optional: true, Validators: []validator.String{descriptor},
 				MarkdownDescription: "The `descriptor` of the `flare_relay` a client's `connect_to` names.",
+			},
+			"relayed_clients": schema.ListAttribute{
+				Optional: true, ElementType: types.StringType,
+				Validators: []validator.List{listvalidator.ValueStringsAre(descriptor)},
+				MarkdownDescription: "The `descriptor`s of the project's clients that connect through a relay. NVFlare 2.9 checks " +
+					"every cell's certificate against its name, and a client behind `relay-1` is the cell `relay-1.<client>`: " +
+					"the server's and every client's kit map those names to the clients' certificates (`auth_identity_map`, " +
+					"as `nvflare provision` writes it). Set it on the server's and the clients' kits whenever a client " +
+					"sits behind a relay; other kits and older lines ignore it.",
 			},
 			"output_dir": schema.StringAttribute{
 				Required: true, PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
@@ -127,7 +138,11 @@ func (r *startupKitResource) ValidateConfig(ctx context.Context, req resource.Va
 	if resp.Diagnostics.HasError() || m.Participant.IsUnknown() || m.Server.IsUnknown() || m.Relay.IsUnknown() {
 		return
 	}
-	if _, _, _, err := m.descriptors(); err != nil {
+	self, _, _, err := m.descriptors()
+	if err == nil && !m.Relayed.IsUnknown() {
+		_, err = m.relayedClients(self.ProjectID)
+	}
+	if err != nil {
 		resp.Diagnostics.AddAttributeError(path.Root(err.Field), "Invalid Startup Kit Inputs", err.Error())
 	}
 }
@@ -177,6 +192,32 @@ func (m *startupKitModel) descriptors() (self, server Descriptor, relay *Descrip
 		relay = &rel
 	}
 	return self, server, relay, nil
+}
+
+// relayedClients parses relayed_clients: clients with connect_to, of the
+// kit's own project.
+func (m *startupKitModel) relayedClients(projectID string) ([]project.Participant, *project.FieldError) {
+	var out []project.Participant
+	for i, v := range m.Relayed.Elements() {
+		s, ok := v.(types.String)
+		if !ok || s.IsUnknown() || s.IsNull() {
+			continue
+		}
+		d, err := parseDescriptor(s.ValueString())
+		if err != nil {
+			return nil, &project.FieldError{Field: "relayed_clients", Msg: fmt.Sprintf("relayed_clients[%d]: %v", i, err)}
+		}
+		if d.Participant.Type != project.TypeClient || d.Participant.ConnectTo == "" {
+			return nil, &project.FieldError{Field: "relayed_clients", Msg: fmt.Sprintf(
+				"relayed_clients[%d]: %s %q does not connect through a relay; list only clients with connect_to", i, d.Participant.Type, d.Participant.Name)}
+		}
+		if !sameCA(d.ProjectID, projectID) {
+			return nil, &project.FieldError{Field: "relayed_clients", Msg: fmt.Sprintf(
+				"relayed_clients[%d]: client %q belongs to project %s, not %s", i, d.Participant.Name, d.ProjectID, projectID)}
+		}
+		out = append(out, d.Participant)
+	}
+	return out, nil
 }
 
 // ModifyPlan plans a rewrite when the kit on disk is no longer what apply wrote.
@@ -282,8 +323,14 @@ func (r *startupKitResource) kitInput(ctx context.Context, m *startupKitModel) (
 	if relay != nil {
 		in.Relay = &relay.Participant
 	}
-	ca, _, err := r.ca(ctx, self.ProjectID)
+	if in.RelayedClients, ferr = m.relayedClients(self.ProjectID); ferr != nil {
+		return in, ferr
+	}
+	ca, ref, err := r.ca(ctx, self.ProjectID)
 	if err != nil {
+		return in, err
+	}
+	if in.Line, err = ref.line(); err != nil {
 		return in, err
 	}
 	in.Project, in.Signer, in.RootCAPEM = ca.Cert.Subject.CommonName, ca.Signer, pki.CertPEM(ca.Cert)

@@ -34,7 +34,7 @@ func newPKI(t testing.TB, dir string) *testPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := pki.NewRootCA(key, "e2e-project", pki.ValidityFor(time.Now(), 30))
+	root, err := pki.NewRootCA(key, "e2e-project", pki.ValidityFor(time.Now(), 30), pki.Profile{})
 	if err != nil {
 		t.Fatal(err)
 	}

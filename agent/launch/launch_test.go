@@ -302,7 +302,7 @@ func TestVerifySignature(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cert, err := pki.NewRootCA(key, name, pki.ValidityFor(time.Now(), 1))
+		cert, err := pki.NewRootCA(key, name, pki.ValidityFor(time.Now(), 1), pki.Profile{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -58,7 +58,7 @@ func newCA(t *testing.T) pki.CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := pki.NewRootCA(key, "p", pki.ValidityFor(time.Now(), 1))
+	root, err := pki.NewRootCA(key, "p", pki.ValidityFor(time.Now(), 1), pki.Profile{})
 	if err != nil {
 		t.Fatal(err)
 	}

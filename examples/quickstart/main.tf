@@ -12,6 +12,12 @@ terraform {
 
 provider "flare" {}
 
+variable "nvflare_version" {
+  description = "NVIDIA FLARE release line the sites run (2.7, 2.8 or 2.9); null means the provider's default, the newest."
+  type        = string
+  default     = null
+}
+
 variable "clients" {
   description = "Client (site) names; adding one issues one certificate and writes one kit."
   type        = list(string)
@@ -61,8 +67,9 @@ variable "vault_key_name" {
 }
 
 resource "flare_project" "quickstart" {
-  name        = "quickstart"
-  description = "NVFlare quickstart federation"
+  name            = "quickstart"
+  description     = "NVFlare quickstart federation"
+  nvflare_version = var.nvflare_version
   ca = {
     backend  = var.ca_backend
     dir      = var.ca_dir
@@ -119,4 +126,9 @@ output "kits" {
 output "root_ca_fingerprint" {
   description = "SHA-256 of the project's root certificate."
   value       = flare_project.quickstart.root_ca_fingerprint
+}
+
+variable "nvflare_version" {
+  type    = string
+  default = null
 }

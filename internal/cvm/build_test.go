@@ -81,7 +81,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := pki.NewRootCA(key, "cvm-test", pki.ValidityFor(time.Now(), 1))
+	root, err := pki.NewRootCA(key, "cvm-test", pki.ValidityFor(time.Now(), 1), pki.Profile{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -633,7 +633,7 @@ func checkSignature(t *testing.T, dir string, ca pki.CA) {
 		t.Errorf("signature.json signs %v (%v), want exactly %v", sigs, err, SignedFiles)
 	}
 	otherKey, _ := pki.GenerateKey()
-	other, _ := pki.NewRootCA(otherKey, "other", pki.ValidityFor(time.Now(), 1))
+	other, _ := pki.NewRootCA(otherKey, "other", pki.ValidityFor(time.Now(), 1), pki.Profile{})
 	if err := kit.VerifyFiles(dir, SignedFiles, other); err == nil {
 		t.Error("the kit verifies under another project's root")
 	}

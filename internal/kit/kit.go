@@ -1,9 +1,12 @@
 // Package kit lays out an NVFlare startup kit: the file set, its contents
 // and modes, signature.json, and writing it to disk atomically.
 //
-// The layout follows what NVFlare 2.7's provisioner writes (startup/,
-// local/, transfer/; both startup/ and local/ signed), so the runtime
-// starts from our kits unchanged.
+// The layout follows what the provisioner of the project's NVFlare release
+// line writes (startup/, local/, transfer/), so that line's runtime starts
+// from our kits unchanged; what differs between lines is data (Line,
+// lines/<version>/). startup/ and local/ are signed on every line: NVFlare
+// 2.8+ stopped writing signature.json for plain kits but still enforces
+// one that is present, and it is what makes a tampered kit refuse to start.
 package kit
 
 import (
@@ -52,6 +55,13 @@ type Input struct {
 	Server project.Participant
 	// Relay is the relay a client connects through (its connect_to).
 	Relay *project.Participant
+	// Line is the NVFlare release line the kit is for; nil means the
+	// newest supported.
+	Line *Line
+	// RelayedClients are the project's clients that connect through a
+	// relay; lines with AuthIdentityMap name them in the server's and the
+	// clients' configuration.
+	RelayedClients []project.Participant
 
 	RootCAPEM []byte
 	CertPEM   []byte
@@ -79,6 +89,7 @@ const (
 )
 
 type templateData struct {
+	Line       *Line
 	Project    string
 	Self       project.Participant
 	Server     project.Participant
@@ -90,6 +101,8 @@ type templateData struct {
 	FedFile    string
 	UID        string
 	KeyFile    string
+	// AuthIdentityMap maps a relayed client's FQCN to its certificate name.
+	AuthIdentityMap map[string]string
 }
 
 // Build makes the kit in memory and signs it.
@@ -116,14 +129,33 @@ func Build(in Input) (*Kit, error) {
 		return nil, fmt.Errorf("no root CA signer for signature.json")
 	}
 
+	line := in.Line
+	if line == nil {
+		var err error
+		if line, err = LookupLine(""); err != nil {
+			return nil, err
+		}
+	}
 	d := templateData{
-		Project: in.Project, Self: p, Server: in.Server, Relay: in.Relay,
+		Line: line, Project: in.Project, Self: p, Server: in.Server, Relay: in.Relay,
 		Scheme: scheme, ConnSec: connSec,
 		SPEndPoint: fmt.Sprintf("%s:%d:%d", in.Server.ServerHost(), in.Server.FedLearnPort, in.Server.AdminPort),
 	}
 	// The server listens under its own name; everyone else dials its host.
 	if p.Type == project.TypeServer {
 		d.SPEndPoint = fmt.Sprintf("%s:%d:%d", p.Name, p.FedLearnPort, p.AdminPort)
+	}
+
+	if line.AuthIdentityMap && (p.Type == project.TypeServer || p.Type == project.TypeClient) {
+		for _, c := range in.RelayedClients {
+			if c.Type != project.TypeClient || c.ConnectTo == "" {
+				return nil, fmt.Errorf("relayed client %q: not a client with connect_to", c.Name)
+			}
+			if d.AuthIdentityMap == nil {
+				d.AuthIdentityMap = map[string]string{}
+			}
+			d.AuthIdentityMap[c.ConnectTo+"."+c.Name] = c.Name
+		}
 	}
 
 	b := &builder{data: &d}
@@ -149,7 +181,7 @@ func Build(in Input) (*Kit, error) {
 		b.render("startup/start.sh", modeScript, "start.sh.tmpl")
 		b.render("startup/sub_start.sh", modeScript, "sub_start.sh.tmpl")
 		b.render("startup/stop_fl.sh", modeScript, "stop_fl.sh.tmpl")
-		b.copy("local/log_config.json.default", "log_config.json.default")
+		b.render("local/log_config.json.default", modeFile, "log_config.json.default.tmpl")
 	case project.TypeAdmin:
 		b.render("startup/fed_admin.json", modeFile, "fed_admin.json.tmpl")
 		b.render("startup/fl_admin.sh", modeScript, "fl_admin.sh.tmpl")
@@ -160,7 +192,7 @@ func Build(in Input) (*Kit, error) {
 	switch p.Type {
 	case project.TypeServer:
 		b.render("readme.txt", modeFile, "readme.txt.tmpl")
-		b.copy("local/resources.json.default", "server_resources.json.default")
+		b.render("local/resources.json.default", modeFile, "server_resources.json.default.tmpl")
 	case project.TypeClient:
 		b.render("readme.txt", modeFile, "readme.txt.tmpl")
 		b.render("local/resources.json.default", modeFile, "client_resources.json.default.tmpl")
@@ -176,7 +208,7 @@ func Build(in Input) (*Kit, error) {
 		b.render("local/comm_config.json", modeFile, "relay_comm_config.json.tmpl")
 	}
 	if p.Type == project.TypeServer || p.Type == project.TypeClient {
-		b.copy("local/authorization.json.default", "authorization.json.default")
+		b.render("local/authorization.json.default", modeFile, "authorization.json.default.tmpl")
 		b.copy("local/privacy.json.sample", "privacy.json.sample")
 	}
 	if b.err != nil {

@@ -21,7 +21,7 @@ func benchInput(b *testing.B, p project.Participant) Input {
 	if err != nil {
 		b.Fatal(err)
 	}
-	root, err := pki.NewRootCA(rootKey, "bench", pki.ValidityFor(time.Now(), 360))
+	root, err := pki.NewRootCA(rootKey, "bench", pki.ValidityFor(time.Now(), 360), pki.Profile{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -34,7 +35,7 @@ func newFixture(t *testing.T) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := pki.NewRootCA(key, "proj", pki.ValidityFor(time.Now(), 1))
+	cert, err := pki.NewRootCA(key, "proj", pki.ValidityFor(time.Now(), 1), pki.Profile{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,42 +97,152 @@ func TestFileSets(t *testing.T) {
 	}
 }
 
-func TestClientConfigContents(t *testing.T) {
-	f := newFixture(t)
-	k, err := Build(f.input(t, client))
-	if err != nil {
-		t.Fatal(err)
+// What each line's provisioner writes where the lines differ, per file:
+// taken from `nvflare provision` of 2.7.3, 2.8.3 and 2.9.0.
+func TestLineDifferences(t *testing.T) {
+	relayed := project.Participant{Type: project.TypeClient, Name: "site-2", Org: "nvidia", ConnectTo: "relay-1"}
+	for _, tc := range []struct {
+		line            string
+		overseer        bool
+		target          string
+		identityMap     bool
+		logReceiver     string
+		errorLog        string
+		classAllowList  bool
+		flwrRight       bool
+		workspaceEnv    bool
+		gpuExpiration   float64
+		siteLogStreamer bool
+	}{
+		{"2.7", true, "", false, "nvflare.app_common.logging.log_receiver.LogReceiver", "log_error.txt", false, false, false, 0, false},
+		{"2.8", false, "server1:8002", false, "nvflare.app_common.logging.job_log_receiver.JobLogReceiver", "error_log.txt", true, false, true, 300, true},
+		{"2.9", false, "server1:8002", true, "nvflare.app_common.logging.job_log_receiver.JobLogReceiver", "error_log.txt", true, true, true, 300, true},
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			line, err := LookupLine(tc.line)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := newFixture(t)
+			kits := map[string]*Kit{}
+			for _, p := range []project.Participant{server, client} {
+				in := f.input(t, p)
+				in.Line, in.RelayedClients = line, []project.Participant{relayed}
+				if kits[p.Name], err = Build(in); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fedClient := jsonOf(t, kits["site-1"], "startup/fed_client.json")
+			fedServer := jsonOf(t, kits["server1"], "startup/fed_server.json")
+			if _, ok := fedClient["overseer_agent"]; ok != tc.overseer {
+				t.Errorf("fed_client.json overseer_agent present: %v", ok)
+			}
+			if _, ok := fedServer["overseer_agent"]; ok != tc.overseer {
+				t.Errorf("fed_server.json overseer_agent present: %v", ok)
+			}
+			if got, _ := at(fedClient, "servers", 0, "service", "target").(string); got != tc.target {
+				t.Errorf("fed_client.json servers[0].service.target %q, want %q", got, tc.target)
+			}
+			wantMap := map[string]any(nil)
+			if tc.identityMap {
+				wantMap = map[string]any{"relay-1.site-2": "site-2"}
+			}
+			for name, got := range map[string]any{"fed_client.json client": at(fedClient, "client", "auth_identity_map"),
+				"fed_server.json servers[0]": at(fedServer, "servers", 0, "auth_identity_map")} {
+				if gotMap, _ := got.(map[string]any); !equalJSON(gotMap, wantMap) {
+					t.Errorf("%s auth_identity_map %v, want %v", name, got, wantMap)
+				}
+			}
+			serverRes := jsonOf(t, kits["server1"], "local/resources.json.default")
+			if got := at(serverRes, "components", 4, "path"); got != tc.logReceiver {
+				t.Errorf("log receiver %v, want %s", got, tc.logReceiver)
+			}
+			for _, k := range kits {
+				res := jsonOf(t, k, "local/resources.json.default")
+				list, _ := res["class_allow_list"].([]any)
+				if (len(list) > 80) != tc.classAllowList || (res["class_list_enforcement_mode"] == "enforce") != tc.classAllowList {
+					t.Errorf("%s: class_allow_list of %d, mode %v", k.Name, len(list), res["class_list_enforcement_mode"])
+				}
+				if got := at(jsonOf(t, k, "local/log_config.json.default"), "handlers", "errorFileHandler", "filename"); got != tc.errorLog {
+					t.Errorf("%s: error log %v, want %s", k.Name, got, tc.errorLog)
+				}
+				authz := jsonOf(t, k, "local/authorization.json.default")
+				for _, role := range []string{"org_admin", "lead"} {
+					if _, ok := at(authz, "permissions", role).(map[string]any)["server-predeployed-flwr"]; ok != tc.flwrRight {
+						t.Errorf("%s: %s server-predeployed-flwr present: %v", k.Name, role, ok)
+					}
+				}
+				for _, script := range []string{"startup/sub_start.sh", "startup/stop_fl.sh"} {
+					if got := strings.Contains(string(k.File(script).Data), "NVFL_WORKSPACE"); got != tc.workspaceEnv {
+						t.Errorf("%s %s honours NVFL_WORKSPACE: %v", k.Name, script, got)
+					}
+				}
+			}
+			clientRes := jsonOf(t, kits["site-1"], "local/resources.json.default")
+			gpuArgs := at(clientRes, "components", 0, "args").(map[string]any)
+			if got, _ := gpuArgs["expiration_period"].(float64); got != tc.gpuExpiration || gpuArgs["num_of_gpus"] != float64(1) || gpuArgs["mem_per_gpu_in_GiB"] != float64(8) {
+				t.Errorf("GPUResourceManager args %v", gpuArgs)
+			}
+			streamer := at(clientRes, "components", 3, "path")
+			if (streamer == "nvflare.app_common.logging.site_log_streamer.SiteLogStreamer") != tc.siteLogStreamer ||
+				(clientRes["allow_log_streaming"] == true) != tc.siteLogStreamer {
+				t.Errorf("site log streaming: component %v, allow_log_streaming %v", streamer, clientRes["allow_log_streaming"])
+			}
+			sub := string(kits["site-1"].File("startup/sub_start.sh").Data)
+			if !strings.Contains(sub, "nvflare.private.fed.app.client.client_train -m \"$WORKSPACE\" -s fed_client.json --set secure_train=true uid=site-1 org=nvidia config_folder=config") {
+				t.Errorf("sub_start.sh lacks the client command line:\n%s", sub)
+			}
+		})
 	}
-	var fed struct {
-		Servers []struct {
-			Name     string `json:"name"`
-			Identity string `json:"identity"`
-		} `json:"servers"`
-		Client struct {
-			Fqsn   string `json:"fqsn"`
-			ConSec string `json:"connection_security"`
-		} `json:"client"`
-		Overseer struct {
-			Args struct {
-				SP string `json:"sp_end_point"`
-			} `json:"args"`
-		} `json:"overseer_agent"`
+}
+
+func TestLookupLine(t *testing.T) {
+	if got := strings.Join(Versions(), ","); got != "2.7,2.8,2.9" {
+		t.Errorf("versions %s", got)
 	}
-	if err := json.Unmarshal(k.File("startup/fed_client.json").Data, &fed); err != nil {
-		t.Fatal(err)
+	if DefaultVersion() != "2.9" {
+		t.Errorf("default %s, want the newest line", DefaultVersion())
 	}
-	if fed.Servers[0].Name != "proj" || fed.Servers[0].Identity != "server1" || fed.Client.Fqsn != "site-1" ||
-		fed.Client.ConSec != "mtls" || fed.Overseer.Args.SP != "server1:8002:8003" {
-		t.Errorf("fed_client.json: %+v", fed)
+	if _, err := LookupLine("2.6"); err == nil || !strings.Contains(err.Error(), "2.7, 2.8, 2.9") {
+		t.Errorf("unknown line: %v", err)
 	}
-	sub := string(k.File("startup/sub_start.sh").Data)
-	if !strings.Contains(sub, "nvflare.private.fed.app.client.client_train -m \"$WORKSPACE\" -s fed_client.json --set secure_train=true uid=site-1 org=nvidia config_folder=config") {
-		t.Errorf("sub_start.sh lacks the client command line:\n%s", sub)
+}
+
+func jsonOf(t *testing.T, k *Kit, rel string) map[string]any {
+	t.Helper()
+	f := k.File(rel)
+	if f == nil {
+		t.Fatalf("%s has no %s", k.Name, rel)
 	}
-	res := string(k.File("local/resources.json.default").Data)
-	if !strings.Contains(res, `"num_of_gpus": 1,`) || !strings.Contains(res, `"mem_per_gpu_in_GiB": 8`) {
-		t.Errorf("capacity missing from resources.json.default:\n%s", res)
+	var out map[string]any
+	if err := json.Unmarshal(f.Data, &out); err != nil {
+		t.Fatalf("%s %s: %v", k.Name, rel, err)
 	}
+	return out
+}
+
+// at walks maps by key and lists by index; nil when a step is missing.
+func at(v any, steps ...any) any {
+	for _, s := range steps {
+		switch s := s.(type) {
+		case string:
+			m, _ := v.(map[string]any)
+			v = m[s]
+		case int:
+			l, _ := v.([]any)
+			if s >= len(l) {
+				return nil
+			}
+			v = l[s]
+		}
+	}
+	return v
+}
+
+func equalJSON(a, b any) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
 }
 
 func TestBuildRejects(t *testing.T) {
@@ -324,5 +435,35 @@ func TestWriteFailureKeepsOldKit(t *testing.T) {
 	entries, _ := os.ReadDir(out)
 	if len(entries) != 1 {
 		t.Errorf("temporary directories left behind: %v", entries)
+	}
+}
+
+// Every script of every line parses as bash.
+func TestScriptsParse(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	f := newFixture(t)
+	for _, v := range Versions() {
+		line, _ := LookupLine(v)
+		for _, p := range []project.Participant{server, client, admin, relay} {
+			in := f.input(t, p)
+			in.Line = line
+			k, err := Build(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, file := range k.Files {
+				if !strings.HasSuffix(file.Path, ".sh") {
+					continue
+				}
+				cmd := exec.Command(bash, "-n")
+				cmd.Stdin = strings.NewReader(string(file.Data))
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Errorf("%s %s %s: %v\n%s", v, p.Name, file.Path, err, out)
+				}
+			}
+		}
 	}
 }

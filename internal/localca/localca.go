@@ -49,7 +49,7 @@ func (s Store) Exists() bool {
 
 // Create makes a new root key and self-signed certificate for project.
 // It refuses to overwrite an existing CA: losing a root key orphans every kit.
-func (s Store) Create(project string, v pki.Validity) (pki.CA, error) {
+func (s Store) Create(project string, v pki.Validity, profile pki.Profile) (pki.CA, error) {
 	if err := s.prepare(); err != nil {
 		return pki.CA{}, err
 	}
@@ -57,7 +57,7 @@ func (s Store) Create(project string, v pki.Validity) (pki.CA, error) {
 	if err != nil {
 		return pki.CA{}, err
 	}
-	cert, err := pki.NewRootCA(key, project, v)
+	cert, err := pki.NewRootCA(key, project, v, profile)
 	if err != nil {
 		return pki.CA{}, err
 	}
@@ -76,11 +76,11 @@ func (s Store) Create(project string, v pki.Validity) (pki.CA, error) {
 // CreateExternal self-signs a root certificate with a key held elsewhere
 // (Vault Transit) and stores only the certificate; the directory still
 // holds the participants' keys.
-func (s Store) CreateExternal(project string, signer crypto.Signer, v pki.Validity) (pki.CA, error) {
+func (s Store) CreateExternal(project string, signer crypto.Signer, v pki.Validity, profile pki.Profile) (pki.CA, error) {
 	if err := s.prepare(); err != nil {
 		return pki.CA{}, err
 	}
-	cert, err := pki.NewRootCA(signer, project, v)
+	cert, err := pki.NewRootCA(signer, project, v, profile)
 	if err != nil {
 		return pki.CA{}, err
 	}

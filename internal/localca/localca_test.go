@@ -16,7 +16,7 @@ func TestCreateLoadDestroy(t *testing.T) {
 	if _, err := s.Load(); !errors.Is(err, ErrNoCA) {
 		t.Fatalf("Load on empty dir: %v, want ErrNoCA", err)
 	}
-	ca, err := s.Create("proj", pki.ValidityFor(time.Now(), 1))
+	ca, err := s.Create("proj", pki.ValidityFor(time.Now(), 1), pki.Profile{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func TestCreateLoadDestroy(t *testing.T) {
 			t.Errorf("%s mode %v (%v), want %o", p, info.Mode().Perm(), err, want)
 		}
 	}
-	if _, err := s.Create("proj", pki.ValidityFor(time.Now(), 1)); err == nil || !strings.Contains(err.Error(), "already holds a CA") {
+	if _, err := s.Create("proj", pki.ValidityFor(time.Now(), 1), pki.Profile{}); err == nil || !strings.Contains(err.Error(), "already holds a CA") {
 		t.Errorf("second Create: %v", err)
 	}
 	loaded, err := s.Load()

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"time"
 )
 
@@ -88,8 +89,59 @@ func ValidityFor(now time.Time, days int) Validity {
 	return Validity{NotBefore: start, NotAfter: now.UTC().Truncate(time.Second).AddDate(0, 0, days)}
 }
 
-// NewRootCA self-signs a root certificate for project with signer's key.
-func NewRootCA(signer crypto.Signer, project string, v Validity) (*x509.Certificate, error) {
+// Profile is what differs between NVFlare release lines in the
+// certificates their provisioners make. The values per line are data
+// (internal/kit/lines/<line>/line.json), not code.
+type Profile struct {
+	// RootKeyUsage lists the root's key usages by their RFC 5280 names.
+	// Empty means digitalSignature, keyCertSign and cRLSign (NVFlare 2.8+).
+	RootKeyUsage []string `json:"root_key_usage"`
+	// IPSANs puts a host that is an IP literal into an iPAddress SAN
+	// instead of a dNSName (2.8+).
+	IPSANs bool `json:"ip_sans"`
+	// ClampToRoot ends a leaf no later than its root and refuses to issue
+	// once the root has expired (2.8+).
+	ClampToRoot bool `json:"clamp_to_root"`
+}
+
+var keyUsageNames = map[string]x509.KeyUsage{
+	"digitalSignature": x509.KeyUsageDigitalSignature, "contentCommitment": x509.KeyUsageContentCommitment,
+	"keyEncipherment": x509.KeyUsageKeyEncipherment, "dataEncipherment": x509.KeyUsageDataEncipherment,
+	"keyAgreement": x509.KeyUsageKeyAgreement, "keyCertSign": x509.KeyUsageCertSign, "cRLSign": x509.KeyUsageCRLSign,
+}
+
+// Validate reports a profile that names an unknown key usage or leaves the
+// root unable to sign certificates.
+func (p Profile) Validate() error {
+	_, err := p.rootKeyUsage()
+	return err
+}
+
+func (p Profile) rootKeyUsage() (x509.KeyUsage, error) {
+	if len(p.RootKeyUsage) == 0 {
+		return x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign | x509.KeyUsageCRLSign, nil
+	}
+	var ku x509.KeyUsage
+	for _, name := range p.RootKeyUsage {
+		bit, ok := keyUsageNames[name]
+		if !ok {
+			return 0, fmt.Errorf("root_key_usage: unknown key usage %q", name)
+		}
+		ku |= bit
+	}
+	if ku&x509.KeyUsageCertSign == 0 {
+		return 0, errors.New("root_key_usage: a root CA needs keyCertSign")
+	}
+	return ku, nil
+}
+
+// NewRootCA self-signs a root certificate for project with signer's key,
+// with the key usages of profile.
+func NewRootCA(signer crypto.Signer, project string, v Validity, profile Profile) (*x509.Certificate, error) {
+	keyUsage, err := profile.rootKeyUsage()
+	if err != nil {
+		return nil, err
+	}
 	rsaPub, ok := signer.Public().(*rsa.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("root CA key must be RSA (NVFlare verifies RSA signatures), got %T", signer.Public())
@@ -111,9 +163,9 @@ func NewRootCA(signer crypto.Signer, project string, v Validity) (*x509.Certific
 		IsCA:                  true,
 		MaxPathLenZero:        false,
 		MaxPathLen:            -1,
-		// NVFlare's root carries these usages and its own name as a SAN.
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment | x509.KeyUsageKeyEncipherment |
-			x509.KeyUsageDataEncipherment | x509.KeyUsageKeyAgreement | x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		// Go marks KeyUsage critical, as NVFlare 2.8+ does; NVFlare's root
+		// also carries its own name as a SAN.
+		KeyUsage:           keyUsage,
 		DNSNames:           []string{project},
 		SubjectKeyId:       ski,
 		AuthorityKeyId:     ski,
@@ -131,9 +183,11 @@ type LeafRequest struct {
 	Subject   Subject
 	PublicKey *rsa.PublicKey
 	// DNSNames go into subjectAltName; NVFlare puts the participant name
-	// there, and for servers its host names too.
+	// there, and for servers its host names too. With Profile.IPSANs an IP
+	// literal among them becomes an iPAddress entry.
 	DNSNames []string
 	Validity Validity
+	Profile  Profile
 }
 
 // Issue signs a participant certificate with the CA.
@@ -143,6 +197,25 @@ func (ca CA) Issue(req LeafRequest) (*x509.Certificate, error) {
 	}
 	if req.Subject.CommonName == "" {
 		return nil, errors.New("issue certificate: empty common name")
+	}
+	validity := req.Validity
+	if req.Profile.ClampToRoot {
+		if !ca.Cert.NotAfter.After(validity.NotBefore.Add(Backdate)) {
+			return nil, fmt.Errorf("cannot issue a certificate for %q: the root CA expired at %s; make a new project CA",
+				req.Subject.CommonName, ca.Cert.NotAfter.UTC().Format(time.RFC3339))
+		}
+		if validity.NotAfter.After(ca.Cert.NotAfter) {
+			validity.NotAfter = ca.Cert.NotAfter
+		}
+	}
+	var dnsNames []string
+	var ips []net.IP
+	for _, name := range req.DNSNames {
+		if ip := net.ParseIP(name); ip != nil && req.Profile.IPSANs {
+			ips = append(ips, ip)
+		} else {
+			dnsNames = append(dnsNames, name)
+		}
 	}
 	serial, err := randomSerial()
 	if err != nil {
@@ -155,9 +228,10 @@ func (ca CA) Issue(req LeafRequest) (*x509.Certificate, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:       serial,
 		Subject:            req.Subject.name(),
-		NotBefore:          req.Validity.NotBefore,
-		NotAfter:           req.Validity.NotAfter,
-		DNSNames:           req.DNSNames,
+		NotBefore:          validity.NotBefore,
+		NotAfter:           validity.NotAfter,
+		DNSNames:           dnsNames,
+		IPAddresses:        ips,
 		SubjectKeyId:       ski,
 		AuthorityKeyId:     ca.Cert.SubjectKeyId,
 		SignatureAlgorithm: x509.SHA256WithRSA,

@@ -18,7 +18,7 @@ func benchCA(b *testing.B) CA {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cert, err := NewRootCA(key, "bench", ValidityFor(time.Now(), 360))
+	cert, err := NewRootCA(key, "bench", ValidityFor(time.Now(), 360), Profile{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func BenchmarkNewRootCA(b *testing.B) {
 	}
 	v := ValidityFor(time.Now(), 360)
 	for b.Loop() {
-		if _, err := NewRootCA(key, "bench", v); err != nil {
+		if _, err := NewRootCA(key, "bench", v, Profile{}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -13,7 +13,7 @@ func testCA(t *testing.T) CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := NewRootCA(key, "proj", ValidityFor(time.Now(), 10))
+	cert, err := NewRootCA(key, "proj", ValidityFor(time.Now(), 10), Profile{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,5 +89,74 @@ func TestKeyPEMRoundTrip(t *testing.T) {
 	fp2, _ := KeyFingerprint(&other.PublicKey)
 	if len(fp1) != 64 || fp1 == fp2 {
 		t.Errorf("fingerprints %s %s", fp1, fp2)
+	}
+}
+
+func TestProfileRootKeyUsage(t *testing.T) {
+	key, _ := GenerateKey()
+	legacy := Profile{RootKeyUsage: []string{"digitalSignature", "contentCommitment", "keyEncipherment", "dataEncipherment", "keyAgreement", "keyCertSign", "cRLSign"}}
+	for _, tc := range []struct {
+		name    string
+		profile Profile
+		want    x509.KeyUsage
+	}{
+		{"default is NVFlare 2.8+", Profile{}, x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign | x509.KeyUsageCRLSign},
+		{"2.7 set", legacy, x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment | x509.KeyUsageKeyEncipherment |
+			x509.KeyUsageDataEncipherment | x509.KeyUsageKeyAgreement | x509.KeyUsageCertSign | x509.KeyUsageCRLSign},
+	} {
+		cert, err := NewRootCA(key, "proj", ValidityFor(time.Now(), 1), tc.profile)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if cert.KeyUsage != tc.want {
+			t.Errorf("%s: key usage %b, want %b", tc.name, cert.KeyUsage, tc.want)
+		}
+		critical := false
+		for _, ext := range cert.Extensions {
+			if ext.Id.String() == "2.5.29.15" {
+				critical = ext.Critical
+			}
+		}
+		if !critical {
+			t.Errorf("%s: KeyUsage not critical", tc.name)
+		}
+	}
+	for _, bad := range []Profile{{RootKeyUsage: []string{"digitalSignature"}}, {RootKeyUsage: []string{"keyCertSign", "signEverything"}}} {
+		if _, err := NewRootCA(key, "proj", ValidityFor(time.Now(), 1), bad); err == nil || !strings.Contains(err.Error(), "root_key_usage") {
+			t.Errorf("%v: err %v, want a root_key_usage error", bad.RootKeyUsage, err)
+		}
+	}
+}
+
+func TestProfileIPSANsAndClamp(t *testing.T) {
+	ca := testCA(t) // valid 10 days
+	key, _ := GenerateKey()
+	req := LeafRequest{Subject: Subject{CommonName: "server1"}, PublicKey: &key.PublicKey,
+		DNSNames: []string{"server1", "127.0.0.1", "::1", "fl.example.com"}, Validity: ValidityFor(time.Now(), 360)}
+
+	old, err := ca.Issue(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(old.IPAddresses) != 0 || len(old.DNSNames) != 4 || !old.NotAfter.After(ca.Cert.NotAfter) {
+		t.Errorf("2.7 profile: DNS %v IP %v notAfter %v (root %v)", old.DNSNames, old.IPAddresses, old.NotAfter, ca.Cert.NotAfter)
+	}
+
+	req.Profile = Profile{IPSANs: true, ClampToRoot: true}
+	cur, err := ca.Issue(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cur.DNSNames, ",") != "server1,fl.example.com" || len(cur.IPAddresses) != 2 ||
+		cur.IPAddresses[0].String() != "127.0.0.1" || cur.IPAddresses[1].String() != "::1" {
+		t.Errorf("IP SANs: DNS %v IP %v", cur.DNSNames, cur.IPAddresses)
+	}
+	if !cur.NotAfter.Equal(ca.Cert.NotAfter) {
+		t.Errorf("leaf ends %v, want clamped to the root's %v", cur.NotAfter, ca.Cert.NotAfter)
+	}
+
+	req.Validity = ValidityFor(ca.Cert.NotAfter.Add(time.Hour), 360) // the clock is past the root's end
+	if _, err := ca.Issue(req); err == nil || !strings.Contains(err.Error(), "root CA expired") {
+		t.Errorf("issuing after the root expired: err %v", err)
 	}
 }

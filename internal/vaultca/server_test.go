@@ -215,7 +215,7 @@ func TestServerCreateKeyAndSignRootCert(t *testing.T) {
 	}
 
 	// The provider's own path: an NVFlare-style root and a leaf.
-	rootCert, err := pki.NewRootCA(signer, "proj", pki.ValidityFor(now, 30))
+	rootCert, err := pki.NewRootCA(signer, "proj", pki.ValidityFor(now, 30), pki.Profile{})
 	if err != nil {
 		t.Fatal(err)
 	}
