@@ -66,11 +66,33 @@ type CA struct {
 	Signer crypto.Signer
 }
 
-// GenerateKey makes an RSA key of the size NVFlare uses (e = 65537). It
-// uses generateRSAKey (keygen.go), not rsa.GenerateKey, for speed; the key
-// passes crypto/rsa's own validation.
+// GenerateKey makes an RSA key of the size NVFlare uses (e = 65537) with
+// crypto/rsa (FIPS 140-3 mode applies with GODEBUG=fips140=on) and checks
+// it with a pairwise sign/verify before anyone relies on it.
 func GenerateKey() (*rsa.PrivateKey, error) {
-	return generateRSAKey(rand.Reader, ParticipantKeyBits)
+	key, err := rsa.GenerateKey(rand.Reader, ParticipantKeyBits)
+	if err != nil {
+		return nil, fmt.Errorf("generating an RSA-%d key: %w", ParticipantKeyBits, err)
+	}
+	if err := PairwiseCheck(key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// PairwiseCheck signs a fixed digest with key and verifies it with the
+// public half: a key damaged in memory or on disk fails here, not in a
+// site's TLS handshake.
+func PairwiseCheck(key *rsa.PrivateKey) error {
+	digest := sha256.Sum256([]byte("terraform-provider-flare pairwise check"))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
+	if err == nil {
+		err = rsa.VerifyPKCS1v15(&key.PublicKey, crypto.SHA256, digest[:], sig)
+	}
+	if err != nil {
+		return fmt.Errorf("RSA key fails its pairwise sign/verify check: %w", err)
+	}
+	return nil
 }
 
 // Validity is a certificate's lifetime window.

@@ -6,7 +6,6 @@ package pki
 // read back from the CA directory each time). `make bench` runs them.
 
 import (
-	"crypto/rand"
 	"crypto/rsa"
 	"testing"
 	"time"
@@ -59,50 +58,15 @@ func benchKeygenParallel(b *testing.B, gen func() (*rsa.PrivateKey, error)) {
 	})
 }
 
-func stdGenerateKey() (*rsa.PrivateKey, error) {
-	return rsa.GenerateKey(rand.Reader, ParticipantKeyBits)
-}
-
-// BenchmarkGenerateKey is one participant key (RSA-2048, as NVFlare), made
-// by generateRSAKey.
+// BenchmarkGenerateKey is one participant key (RSA-2048, as NVFlare):
+// crypto/rsa.GenerateKey plus the pairwise check.
 func BenchmarkGenerateKey(b *testing.B) { benchKeygen(b, GenerateKey) }
 
 // BenchmarkGenerateKeyParallel shows how key generation scales over the
 // machine's cores (flare_clients makes keys on every core).
 func BenchmarkGenerateKeyParallel(b *testing.B) { benchKeygenParallel(b, GenerateKey) }
 
-// BenchmarkRSAGenerateKey is crypto/rsa.GenerateKey (RSA-2048), the
-// baseline generateRSAKey is measured against.
-func BenchmarkRSAGenerateKey(b *testing.B) { benchKeygen(b, stdGenerateKey) }
 
-// BenchmarkRSAGenerateKeyParallel is crypto/rsa.GenerateKey on every core.
-func BenchmarkRSAGenerateKeyParallel(b *testing.B) { benchKeygenParallel(b, stdGenerateKey) }
-
-// BenchmarkFermat2 is the first test of a sieved candidate (one 1024-bit
-// Fermat test; most candidates are composite and stop here).
-func BenchmarkFermat2(b *testing.B) {
-	p, err := rand.Prime(rand.Reader, ParticipantKeyBits/2)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w := wordsOf(p, make([]byte, 128), make([]uint64, 16))
-	for b.Loop() {
-		if !fermat2(w) {
-			b.Fatal("prime rejected")
-		}
-	}
-}
-
-// BenchmarkRandomPrime is one 1024-bit prime of generateRSAKey.
-func BenchmarkRandomPrime(b *testing.B) {
-	reportCPU(b, func() {
-		for b.Loop() {
-			if _, err := randomPrime(rand.Reader, ParticipantKeyBits/2); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
 
 // BenchmarkNewRootCA is the self-signed root, without its key.
 func BenchmarkNewRootCA(b *testing.B) {
@@ -187,29 +151,3 @@ func BenchmarkParseCertPEM(b *testing.B) {
 	}
 }
 
-// BenchmarkMontgomerySqr is one 1024-bit Montgomery squaring of the Fermat
-// test: what the CPU runs (the assembly where it has ADX and BMI2), and
-// the Go code.
-func BenchmarkMontgomerySqr(b *testing.B) {
-	p, err := rand.Prime(rand.Reader, ParticipantKeyBits/2)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var n nat1024
-	be := wordsOf(p, make([]byte, 128), make([]uint64, 16))
-	for i := range n {
-		n[i] = be[15-i]
-	}
-	m := newMontgomery1024(&n)
-	x := nat1024{3}
-	b.Run("used", func(b *testing.B) {
-		for b.Loop() {
-			m.sqr(&x, &x)
-		}
-	})
-	b.Run("go", func(b *testing.B) {
-		for b.Loop() {
-			m.sqrGeneric(&x, &x)
-		}
-	})
-}

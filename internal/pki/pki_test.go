@@ -160,3 +160,19 @@ func TestProfileIPSANsAndClamp(t *testing.T) {
 		t.Errorf("issuing after the root expired: err %v", err)
 	}
 }
+
+func TestPairwiseCheckRefusesADamagedKey(t *testing.T) {
+	key, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := PairwiseCheck(key); err != nil {
+		t.Fatalf("a fresh key: %v", err)
+	}
+	other, _ := GenerateKey()
+	damaged := *key
+	damaged.PublicKey = other.PublicKey // private half no longer matches
+	if err := PairwiseCheck(&damaged); err == nil || !strings.Contains(err.Error(), "pairwise") {
+		t.Errorf("mismatched halves: err %v", err)
+	}
+}
