@@ -127,8 +127,3 @@ output "root_ca_fingerprint" {
   description = "SHA-256 of the project's root certificate."
   value       = flare_project.quickstart.root_ca_fingerprint
 }
-
-variable "nvflare_version" {
-  type    = string
-  default = null
-}
