@@ -169,6 +169,7 @@ func (p *flareProvider) Resources(_ context.Context) []func() resource.Resource 
 		NewStartupKitResource,
 		NewCVMKitResource,
 		NewCVMInstanceResource,
+		NewRequestApprovalResource,
 	}
 }
 
