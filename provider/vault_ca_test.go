@@ -109,7 +109,7 @@ resource "flare_startup_kit" "admin" {
 				Check: resource.ComposeAggregateTestCheckFunc(
 					checkNoPrivateKeyInState,
 					checkNoValueInState(os.Getenv("VAULT_TOKEN")),
-					resource.TestMatchResourceAttr("flare_project.p", "id", regexp.MustCompile(`^vault_transit:.*#transit/`+key+`@v1$`)),
+					resource.TestMatchResourceAttr("flare_project.p", "id", regexp.MustCompile(`^vault_transit:.*#transit/`+key+`@v1\?nvflare=2\.9$`)),
 					resource.TestCheckResourceAttr("flare_project.p", "ca.key_version", "1"),
 					resource.TestCheckResourceAttr("flare_project.p", "latest_key_version", "1"),
 					checkKits(kits, map[string]string{"server1": "server", "site-1": "client", "admin@nvidia.com": "client"}),
