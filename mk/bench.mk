@@ -3,7 +3,8 @@
 # (one package at a time: -p 1, so no two packages' benchmarks share the CPUs).
 # Writes bench/results.md. Not part of `make test` (it takes minutes).
 #
-# Uses the venv of mk/interop.mk (nvflare and psutil from tests/interop/requirements.txt).
+# Uses the newest NVFlare line's venv of mk/interop.mk (build/venv-<newest of
+# NVFLARE_VERSIONS>: that nvflare, psutil from tests/interop/requirements.txt).
 #   BENCH_SIZES=10,100,1000     participants per project (1 server, 1 admin, N-2 clients)
 #   BENCH_PARALLELISM=4         terraform -parallelism for the main table
 #   BENCH_SWEEP=2,4,10,20       -parallelism values compared at N=BENCH_SWEEP_SIZE ('' skips)
@@ -41,7 +42,7 @@ bench-agent: agent-e2e-deps
 	python3 scripts/agent-bench.py --bench $(BENCH_AGENT_OUT) --out bench/results.md \
 	    --qemu "$$(qemu-system-x86_64 --version | head -1)"
 
-bench: build terraform $(INTEROP_STAMP) bench-go bench-agent
+bench: build terraform interop-venv-newest bench-go bench-agent
 	@printf 'provider_installation {\n  dev_overrides {\n    "flarekit/flare" = "%s"\n  }\n  direct {}\n}\n' "$(BIN)" > $(BENCH_RC)
 	@mkdir -p bench
 	$(INTEROP_PY) scripts/provision-bench.py --terraform $(TERRAFORM) --tfrc $(BENCH_RC) \

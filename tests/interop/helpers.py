@@ -17,15 +17,20 @@ from typing import Callable, Iterable, List, Optional
 
 import psutil
 
-# The quickstart's participants with its default var.clients.
+# The project make interop applies: examples/quickstart with
+# var.clients = ["site-1"], plus tests/interop/relay.tf (relay-1 and site-2
+# behind it).
 SERVER = "server1"
 ADMIN = "admin@nvidia.com"
-CLIENTS = ("site-1", "site-2")
+RELAY = "relay-1"
+DIRECT_CLIENT = "site-1"  # dials the server
+RELAYED_CLIENT = "site-2"  # connect_to = relay-1
+CLIENTS = (DIRECT_CLIENT, RELAYED_CLIENT)
 PROJECT_NAME = "quickstart"
 ORG = "nvidia"
 ADMIN_ROLE = "project_admin"
 
-KIT_TYPES = {SERVER: "server", ADMIN: "admin", **{c: "client" for c in CLIENTS}}
+KIT_TYPES = {SERVER: "server", ADMIN: "admin", RELAY: "relay", **{c: "client" for c in CLIENTS}}
 
 
 @dataclasses.dataclass
@@ -45,6 +50,11 @@ class Project:
 
     def output(self, name: str):
         return self.outputs[name]["value"]
+
+    def kit_dirs(self) -> dict:
+        """Kit directory (relative to root) by participant: the quickstart's
+        output kits and relay.tf's output relay_kits."""
+        return {**self.output("kits"), **self.output("relay_kits")}
 
     def kit(self, name: str) -> Path:
         return self.kits / name

@@ -19,6 +19,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509 import DNSName, SubjectAlternativeName
 
+import lines
 from helpers import (
     ADMIN,
     ADMIN_ROLE,
@@ -26,6 +27,8 @@ from helpers import (
     KIT_TYPES,
     ORG,
     PROJECT_NAME,
+    RELAY,
+    RELAYED_CLIENT,
     SERVER,
     admin_config_check,
     copy_kit,
@@ -37,15 +40,22 @@ from helpers import (
 )
 
 ALL_KITS = sorted(KIT_TYPES)
-SITES = [SERVER, *CLIENTS]  # kits NVFlare's runtime starts from
+SITES = [SERVER, *CLIENTS]  # kits whose runtime checks startup/ before it starts
+PROCESSES = [*SITES, RELAY]  # kits NVFlare's runtime starts from
 
 
+# The certificate each kit identifies itself with (a relay also has a
+# server.crt for its listener: LISTENER_CERTS).
 def cert_base(name: str) -> str:
     return "server" if KIT_TYPES[name] == "server" else "client"
 
 
+# Kits with a listener certificate, and the host clients dial it by.
+LISTENER_CERTS = {SERVER: "localhost", RELAY: "localhost"}
+
+
 def test_outputs_name_every_kit(project):
-    kits = project.output("kits")
+    kits = project.kit_dirs()
     assert sorted(kits) == ALL_KITS
     for name, rel in kits.items():
         kit = project.root / rel
@@ -77,7 +87,7 @@ def test_folder_signature_verifies(project, name, folder):
     )
 
 
-@pytest.mark.parametrize("name", SITES)
+@pytest.mark.parametrize("name", PROCESSES)
 def test_verify_startup_kits_tool_accepts(project, name):
     """The CLI sub_start.sh --verify runs, on the pristine kit."""
     kit = project.kit(name)
@@ -112,13 +122,27 @@ def test_participant_cert(project, name):
     assert key.public_key().public_numbers() == cert.public_key().public_numbers(), "key does not match cert"
     assert key.key_size == 2048
 
-    if name == SERVER:
-        sans = cert.extensions.get_extension_for_class(SubjectAlternativeName).value.get_values_for_type(DNSName)
-        assert "localhost" in sans, f"clients dial server_host=localhost, but the server cert SANs are {sans}"
+
+@pytest.mark.parametrize("name", sorted(LISTENER_CERTS))
+def test_listener_cert(project, name):
+    """The certificate a server or relay presents: chains to the root, names
+    the participant and the host its peers dial, matches its key."""
+    from nvflare.lighter.utils import cert_to_dict, load_crt, load_private_key_file, verify_cert
+
+    startup = project.kit(name) / "startup"
+    root = load_crt(str(startup / "rootCA.pem"))
+    cert = load_crt(str(startup / "server.crt"))
+    verify_cert(cert_to_be_verified=cert, root_ca_public_key=root.public_key())
+    assert cert_to_dict(cert)["subject"] == {"commonName": name, "organizationName": ORG}
+    key = load_private_key_file(str(startup / "server.key"))
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers(), "key does not match cert"
+    sans = cert.extensions.get_extension_for_class(SubjectAlternativeName).value.get_values_for_type(DNSName)
+    host = LISTENER_CERTS[name]
+    assert host in sans, f"{name} is dialed as {host}, but its server.crt SANs are {sans}"
 
 
-# NVFlare 2.7's CertBuilder sets a role on admin certificates only.
-@pytest.mark.parametrize("name", SITES)
+# NVFlare's CertBuilder sets a role on admin certificates only.
+@pytest.mark.parametrize("name", PROCESSES)
 def test_site_cert_carries_no_role(project, name):
     from nvflare.lighter.utils import cert_to_dict, load_crt
 
@@ -146,6 +170,7 @@ def test_other_project_does_not_chain_to_this_root(project, other_project):
     for name in ALL_KITS:
         foreign = other_project.kit(name)
         cert = load_crt(str(foreign / "startup" / f"{cert_base(name)}.crt"))
+        assert cert.subject == load_crt(str(project.kit(name) / "startup" / f"{cert_base(name)}.crt")).subject
         with pytest.raises(InvalidSignature):
             verify_cert(cert_to_be_verified=cert, root_ca_public_key=root.public_key())
         assert not verify_folder(foreign / "startup", project.ca_dir / "rootCA.pem")
@@ -167,6 +192,10 @@ TAMPER_CASES = [
     ("site-2", "startup/start.sh", False),
     ("site-2", "local/privacy.json.sample", False),
     ("site-2", "local/log_config.json.default", False),
+    ("site-2", "local/relay__resources.json", False),
+    (RELAY, "startup/fed_relay.json", False),
+    (RELAY, "startup/server.key", False),
+    (RELAY, "local/comm_config.json", False),
     (ADMIN, "startup/fed_admin.json", True),
     (ADMIN, "startup/client.crt", False),
     (ADMIN, "local/resources.json.default", False),
@@ -185,6 +214,11 @@ def test_one_changed_byte_is_rejected(project, tmp_path, name, rel, runtime_chec
     assert not verify_folder(kit / folder, true_root), f"verify_folder_signature accepts {rel} with a changed byte"
     assert verify_folder(kit / other, true_root), f"{other}/ should be unaffected"
 
+    if KIT_TYPES[name] == "relay":
+        # NVFlare's relay (private/fed/app/relay/relay.py) checks nothing when
+        # it starts; verify_folder_signature, i.e. sub_start.sh --verify, is
+        # what protects a relay kit (test_sub_start_verify_refuses_tampered_kit).
+        return
     if KIT_TYPES[name] == "admin":
         if runtime_checked:
             from nvflare.fuel.common.excepts import ConfigError
@@ -217,19 +251,22 @@ def test_runtime_refuses_to_start_from_tampered_kit(project, tmp_path, name, rel
     assert rel.split("/")[1] in out, out
 
 
-def test_sub_start_verify_refuses_tampered_kit(project, tmp_path):
-    kit = copy_kit(project.kit("site-2"), tmp_path / "site-2")
-    flip_one_byte(kit / "startup" / "fed_client.json")
+@pytest.mark.parametrize("name,rel", [(RELAYED_CLIENT, "startup/fed_client.json"), (RELAY, "startup/fed_relay.json")])
+def test_sub_start_verify_refuses_tampered_kit(project, tmp_path, name, rel):
+    kit = copy_kit(project.kit(name), tmp_path / name)
+    flip_one_byte(kit / rel)
     r = subprocess.run([str(kit / "startup" / "sub_start.sh"), "--verify", "--once"], capture_output=True,
                        text=True, timeout=90, env=kit_env(), stdin=subprocess.DEVNULL)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "verification failed" in out, out
-    assert "client_train" not in out
+    assert "client_train" not in out and "app.relay" not in out
 
 
 # --------------------------------------------------------------------------
-# Side by side with `nvflare provision` of the same project.
+# Side by side with `nvflare provision` of the same project, by the NVFlare
+# of this venv (so each line is compared with its own provisioner). Every
+# difference must be in lines.LINES[<line>].differences with its reason.
 
 PROJECT_YML = """\
 api_version: 3
@@ -238,8 +275,10 @@ description: NVFlare quickstart federation
 participants:
   - {{name: server1, type: server, org: nvidia, fed_learn_port: {fl}, admin_port: {adm}, default_host: localhost}}
   - {{name: admin@nvidia.com, type: admin, org: nvidia, role: project_admin}}
+  - {{name: relay-1, type: relay, org: nvidia, listening_host: {{host: localhost, port: {relay}}}}}
   - {{name: site-1, type: client, org: nvidia}}
-  - {{name: site-2, type: client, org: nvidia}}
+  # connect_to must be the dict form: a bare string is read as a host name.
+  - {{name: site-2, type: client, org: nvidia, connect_to: {{name: relay-1}}}}
 builders:
   - path: nvflare.lighter.impl.workspace.WorkspaceBuilder
     args: {{template_file: [master_template.yml, aws_template.yml, azure_template.yml]}}
@@ -251,15 +290,17 @@ builders:
 
 
 @pytest.fixture(scope="module")
-def provisioned(ports, tmp_path_factory):
+def provisioned(ports, relay_port, tmp_path_factory):
     d = tmp_path_factory.mktemp("nvflare-provision")
     fl, adm = ports
-    (d / "project.yml").write_text(PROJECT_YML.format(fl=fl, adm=adm))
+    (d / "project.yml").write_text(PROJECT_YML.format(fl=fl, adm=adm, relay=relay_port))
     nvflare = Path(sys.executable).parent / "nvflare"
     r = subprocess.run([str(nvflare), "provision", "-p", "project.yml", "-w", "ws"], cwd=d, capture_output=True,
                        text=True, timeout=120, env=kit_env())
     assert r.returncode == 0, r.stdout + r.stderr
-    return d / "ws" / "quickstart" / "prod_00"
+    prod = d / "ws" / "quickstart" / "prod_00"
+    assert sorted(p.name for p in prod.iterdir() if p.is_dir()) == ALL_KITS, r.stdout + r.stderr
+    return prod
 
 
 def files_of(kit: Path) -> dict:
@@ -270,33 +311,104 @@ def is_json(rel: str) -> bool:
     return rel.endswith((".json", ".json.default", ".json.sample")) and not rel.endswith("signature.json")
 
 
-@pytest.mark.parametrize("name", [SERVER, *CLIENTS, ADMIN])
-def test_same_files_as_nvflare_provision(project, provisioned, name):
-    ours, theirs = files_of(project.kit(name)), files_of(provisioned / name)
-    assert sorted(ours) == sorted(theirs)
-    for folder in ("startup", "local"):  # and the same files signed
-        sig_ours = json.loads((project.kit(name) / folder / "signature.json").read_text())
-        sig_theirs = json.loads((provisioned / name / folder / "signature.json").read_text())
-        assert sorted(sig_ours) == sorted(sig_theirs)
+MISSING = "(missing)"
+
+
+def json_differences(ours, theirs, path=""):
+    """(JSON path, ours, theirs) of every leaf that differs; a key on one
+    side only is MISSING on the other; lists of different lengths differ as
+    a whole. Values as json.dumps."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for k in sorted(set(ours) | set(theirs)):
+            p = f"{path}/{k}"
+            if k not in ours:
+                yield p, MISSING, json.dumps(theirs[k], sort_keys=True)
+            elif k not in theirs:
+                yield p, json.dumps(ours[k], sort_keys=True), MISSING
+            else:
+                yield from json_differences(ours[k], theirs[k], p)
+    elif isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            yield from json_differences(a, b, f"{path}/{i}")
+    elif ours != theirs or type(ours) is not type(theirs):
+        yield path or "/", json.dumps(ours, sort_keys=True), json.dumps(theirs, sort_keys=True)
+
+
+def signed_files(kit: Path, folder: str):
+    sig = kit / folder / "signature.json"
+    return set(json.loads(sig.read_text())) if sig.exists() else None
+
+
+def differences(ours_kit: Path, theirs_kit: Path, kind: str):
+    """Every difference of one kind ("file", "json", "mode", "signed") as (file, what, ours, theirs)."""
+    ours, theirs = files_of(ours_kit), files_of(theirs_kit)
+    if kind == "signed":  # files both sign, where both write a signature.json
+        for folder in ("startup", "local"):
+            a, b = signed_files(ours_kit, folder), signed_files(theirs_kit, folder)
+            if a is not None and b is not None:
+                for name in sorted(a ^ b):
+                    yield f"{folder}/{name}", "signed", *(("yes", "no") if name in a else ("no", "yes"))
+        return
+    if kind == "file":
+        for rel in sorted(set(ours) ^ set(theirs)):
+            yield (rel, "file", "present", "absent") if rel in ours else (rel, "file", "absent", "present")
+        return
+    for rel in sorted(set(ours) & set(theirs)):
+        if kind == "json" and is_json(rel):
+            for what, a, b in json_differences(json.loads(ours[rel].read_text()), json.loads(theirs[rel].read_text())):
+                yield rel, what, a, b
+        elif kind == "mode":
+            a, b = ours[rel].stat().st_mode & 0o777, theirs[rel].stat().st_mode & 0o777
+            if a != b:
+                yield rel, "mode", f"{a:04o}", f"{b:04o}"
+
+
+def of_kind(d: lines.Difference, kind: str) -> bool:
+    return {"file": "file", "mode": "mode", "signed": "signed"}.get(d.what, "json") == kind
+
+
+def check_against_table(line, name, found, kind):
+    """found: differences of one kind in kit `name`. Fails on any not in the
+    line's table, and on a table entry for this kit and kind that no longer
+    occurs."""
+    unexpected = [f for f in found if not any(d.matches(name, *f) for d in line.differences)]
+    stale = [d for d in line.differences
+             if name in d.kits and of_kind(d, kind) and not any(d.matches(name, *f) for f in found)]
+    msg = []
+    if unexpected:
+        msg.append(f"{name}: differences from `nvflare provision` {lines.version()} that tests/interop/lines.py "
+                   f"does not list (file, what, ours, theirs):\n" + "\n".join(f"  {f}" for f in unexpected))
+    if stale:
+        msg.append(f"{name}: listed in tests/interop/lines.py for {lines.line_of(lines.version())} but gone "
+                   f"(remove the entry):\n" + "\n".join(f"  {d.file} {d.what}: {d.ours} vs {d.theirs}" for d in stale))
+    assert not msg, "\n".join(msg)
 
 
 @pytest.mark.parametrize("name", ALL_KITS)
-def test_same_json_as_nvflare_provision(project, provisioned, name):
-    ours, theirs = files_of(project.kit(name)), files_of(provisioned / name)
-    compared = 0
-    for rel in sorted(set(ours) & set(theirs)):
-        if is_json(rel):
-            assert json.loads(ours[rel].read_text()) == json.loads(theirs[rel].read_text()), rel
-            compared += 1
-    assert compared >= 2
+def test_same_files_as_nvflare_provision(project, provisioned, line, name):
+    check_against_table(line, name, list(differences(project.kit(name), provisioned / name, "file")), "file")
 
 
 @pytest.mark.parametrize("name", ALL_KITS)
-def test_same_modes_as_nvflare_provision(project, provisioned, name):
-    ours, theirs = files_of(project.kit(name)), files_of(provisioned / name)
-    for rel in sorted(set(ours) & set(theirs)):
-        mode_ours, mode_theirs = ours[rel].stat().st_mode & 0o777, theirs[rel].stat().st_mode & 0o777
+def test_same_json_as_nvflare_provision(project, provisioned, line, name):
+    ours = files_of(project.kit(name))
+    assert sum(1 for rel in ours if is_json(rel)) >= 2
+    check_against_table(line, name, list(differences(project.kit(name), provisioned / name, "json")), "json")
+
+
+@pytest.mark.parametrize("name", ALL_KITS)
+def test_same_modes_as_nvflare_provision(project, provisioned, line, name):
+    check_against_table(line, name, list(differences(project.kit(name), provisioned / name, "mode")), "mode")
+    for rel, path in files_of(project.kit(name)).items():
         if rel.endswith(".key"):
-            assert mode_ours == 0o600, f"{rel}: private key mode {mode_ours:o}"  # NVFlare leaves it 0644
-        else:
-            assert mode_ours == mode_theirs, f"{rel}: {mode_ours:o}, nvflare provision writes {mode_theirs:o}"
+            assert path.stat().st_mode & 0o777 == 0o600, f"{rel}: a private key readable by others"
+
+
+@pytest.mark.parametrize("name", ALL_KITS)
+def test_same_files_signed_as_nvflare_provision(project, provisioned, line, name):
+    """Our signature.json files cover every file of their folder; where this
+    line's provision writes one too, the same files (or the table says why not)."""
+    for folder in ("startup", "local"):
+        files = {p.name for p in (project.kit(name) / folder).iterdir() if p.is_file()} - {"signature.json"}
+        assert signed_files(project.kit(name), folder) == files, f"{folder}/signature.json does not cover {folder}/"
+    check_against_table(line, name, list(differences(project.kit(name), provisioned / name, "signed")), "signed")
