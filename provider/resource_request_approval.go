@@ -328,6 +328,16 @@ func (r *requestApprovalResource) inputs(m requestApprovalModel) (in approvalInp
 			fmt.Sprintf("server: %q belongs to project %s, the approval to %s; both must share one flare_project", sp.Name, in.server.ProjectID, m.ProjectID.ValueString()))
 		return in, false, diags
 	}
+	// `nvflare package` names the server in the site's kit by the host it
+	// dials, and 2.9 clients check the server certificate's identity
+	// against that name.
+	if sp.ServerHost() != sp.Name {
+		diags.AddAttributeError(path.Root("server"), "Server Name Is Not Its Host",
+			fmt.Sprintf("server: %q is dialled as %q. A kit made by `nvflare package` expects the server's certificate to be "+
+				"named after the host it dials (2.9 clients refuse the connection otherwise: \"authenticated as %q but claimed endpoint "+
+				"requires identity %q\"). Name the flare_server %q and leave default_host unset.", sp.Name, sp.ServerHost(), sp.Name, sp.ServerHost(), sp.ServerHost()))
+		return in, false, diags
+	}
 	in.endpoint = approve.Endpoint{Scheme: m.Scheme.ValueString(), ConnectionSecurity: m.ConnectionSecurity.ValueString(),
 		Host: sp.ServerHost(), FedLearnPort: sp.FedLearnPort, AdminPort: sp.AdminPort}
 	if in.endpoint.AdminPort == 0 {

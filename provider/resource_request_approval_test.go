@@ -277,6 +277,25 @@ func TestAccRequestApproval_Lifecycle(t *testing.T) {
 	})
 }
 
+// A kit from `nvflare package` knows the server by the host it dials: a
+// server whose default_host differs from its name is refused at plan time.
+func TestAccRequestApproval_ServerHost(t *testing.T) {
+	dir := t.TempDir()
+	req, _ := writeRequest(t, dir, "site-9.request.zip", "acc", "site-9", "nvidia", "client", "", nil)
+	base := strings.Replace(approvalProject(dir, ""), "admin_port     = 8003", "admin_port     = 8003\n  default_host   = \"fl.example.com\"", 1)
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{Config: base},
+			{
+				Config:      base + approval("site_9", filepath.Join(dir, "out"), fmt.Sprintf("request_zip = %q", req)),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`(?s)Server\s+Name\s+Is\s+Not\s+Its\s+Host.*Name\s+the\s+flare_server\s+"fl.example.com"`),
+			},
+		},
+	})
+}
+
 // checkSignedZip reads the signed zip as `nvflare package` checks it
 // against the project's root, and ties it to the site's own key.
 func checkSignedZip(caDir, zipPath string, site *approvetest.Request, certType string) resource.TestCheckFunc {
