@@ -259,7 +259,7 @@ func TestAccRequestApproval_Lifecycle(t *testing.T) {
 			},
 			{
 				// A new output_dir moves the zip; the certificate stays.
-				Config:    strings.Replace(base, fmt.Sprintf("output_dir = %q", out), fmt.Sprintf("output_dir = %q", out2), 1),
+				Config: strings.Replace(base, fmt.Sprintf("output_dir = %q", out), fmt.Sprintf("output_dir = %q", out2), 1),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction("flare_request_approval.site_9", plancheck.ResourceActionUpdate),
 				}},
