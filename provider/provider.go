@@ -5,6 +5,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
@@ -75,7 +76,7 @@ func (p *flareProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp
 					"address":     schema.StringAttribute{Optional: true, MarkdownDescription: "Vault address, e.g. `https://vault.example.com:8200`. Defaults to `VAULT_ADDR`."},
 					"namespace":   schema.StringAttribute{Optional: true, MarkdownDescription: "Vault namespace. Defaults to `VAULT_NAMESPACE`."},
 					"ca_cert":     schema.StringAttribute{Optional: true, MarkdownDescription: "PEM bundle, or the path of one, that signs Vault's TLS certificate. Defaults to `VAULT_CACERT`."},
-					"skip_verify": schema.BoolAttribute{Optional: true, MarkdownDescription: "Do not verify Vault's TLS certificate. For tests only."},
+					"skip_verify": schema.BoolAttribute{Optional: true, MarkdownDescription: "Do not verify Vault's TLS certificate. For tests only: it (or `VAULT_SKIP_VERIFY`) gives a warning, as does an `http://` address of a host that is not loopback."},
 					"token": schema.StringAttribute{Optional: true, Sensitive: true,
 						MarkdownDescription: "Vault token. Defaults to `VAULT_TOKEN`. Prefer the environment or `approle`/`jwt` in pipelines."},
 					"approle": schema.SingleNestedAttribute{
@@ -152,6 +153,15 @@ func (p *flareProvider) Configure(ctx context.Context, req provider.ConfigureReq
 		if data.vault.AppRole != nil && data.vault.JWT != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("vault").AtName("jwt"), "Conflicting Vault Logins",
 				"vault: set one of approle and jwt, not both")
+		}
+		for _, r := range vaultca.TransportRisks(data.vault) {
+			resp.Diagnostics.AddAttributeWarning(path.Root("vault").AtName(r.Field), r.Summary, r.Detail)
+		}
+	} else if os.Getenv(api.EnvVaultAddress) != "" {
+		// No vault block: a vault_transit project reaches Vault through
+		// the environment alone.
+		for _, r := range vaultca.TransportRisks(data.vault) {
+			resp.Diagnostics.AddWarning(r.Summary, r.Detail)
 		}
 	}
 	resp.ResourceData = data

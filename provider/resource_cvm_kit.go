@@ -179,7 +179,7 @@ func (r *cvmKitResource) Schema(_ context.Context, _ resource.SchemaRequest, res
 				Validators:          []validator.String{stringvalidator.RegexMatches(regexp.MustCompile(`^[0-9a-fA-F]{64}$`), "must be 64 hex digits (32 bytes)")},
 				MarkdownDescription: "32 bytes (64 hex digits) the host binds into every attestation report."},
 			"encrypt_root": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
-				MarkdownDescription: "Write the root drive as a LUKS container (made by qemu-img, no privileges needed). Its key goes to `root_key_file` (0600), never to state."},
+				MarkdownDescription: "Write the root drive as a LUKS container (made by qemu-img, no privileges needed). Its key goes to `root_key_file` (0600), never to state. A qemu-img without the luks driver is an error, never a plaintext root."},
 
 			"kit_dir":              schema.StringAttribute{Computed: true, MarkdownDescription: "The CVM kit directory, `<output_dir>/<participant>/cvm_<id>`; the id is a hash of the inputs."},
 			"archive_path":         schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "`<output_dir>/<participant>/<participant>.tgz`."},

@@ -290,8 +290,11 @@ func Build(ctx context.Context, in BuildInput) (*Result, error) {
 	// Root encryption.
 	var rootKey []byte
 	if cfg.EncryptRoot {
+		// Fail closed: encrypt_root asks for a LUKS root, and a kit that
+		// quietly carries a plaintext one instead is worse than no kit.
 		if err := t.probeLUKS(ctx); err != nil {
-			notes = append(notes, "root drive is NOT encrypted: "+err.Error())
+			return nil, fmt.Errorf("encrypt_root is set but the root drive cannot be encrypted (%s: %w): "+
+				"install a qemu-img with the luks format driver (Debian qemu-utils), or unset encrypt_root to build a plaintext root knowingly", t.qemuImg, err)
 		} else {
 			rootKey = in.RootKey
 			if rootKey == nil {
