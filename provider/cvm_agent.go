@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 
 	"github.com/flarekit/terraform-provider-flare/agent/api"
 	"github.com/flarekit/terraform-provider-flare/agent/client"
@@ -128,7 +131,50 @@ type checkOptions struct {
 
 // errSimulatedRefused is why a simulated CVM fails without allow_simulated.
 const errSimulatedRefused = "simulated: the agent runs this CVM in simulated mode (no SEV-SNP on its host), so its report " +
-	"proves nothing about the hardware; set allow_simulated = true to accept simulated reports (tests only)"
+	"proves nothing about the hardware; set allow_simulated = true (with " + AllowSimulatedEnv + "=1 in the environment) " +
+	"to accept simulated reports (tests only)"
+
+// AllowSimulatedEnv must be "1" in the environment Terraform runs the
+// provider in before allow_simulated = true is accepted: a simulated
+// report is signed by go-sev-guest's test device under a fake AMD chain
+// whose keys are public, so any host can forge one. Setting the attribute
+// alone (say, copied from a test into production) is an error.
+const AllowSimulatedEnv = "FLARE_ALLOW_SIMULATED"
+
+// simulatedEnabled tells whether AllowSimulatedEnv is set to 1.
+func simulatedEnabled() bool { return os.Getenv(AllowSimulatedEnv) == "1" }
+
+// errSimulatedNotEnabled is why allow_simulated = true is refused.
+const errSimulatedNotEnabled = "allow_simulated = true is refused unless the environment variable " + AllowSimulatedEnv +
+	"=1 is also set where terraform runs. Simulated reports come from go-sev-guest's test device and a fake AMD " +
+	"chain whose keys are published, so any host can forge one: they prove nothing about the hardware and are " +
+	"for tests only. Remove allow_simulated, or set " + AllowSimulatedEnv + "=1 in a test environment."
+
+// allowSimulatedGate refuses allow_simulated = true at validation unless
+// AllowSimulatedEnv is set, and warns loudly when it is.
+type allowSimulatedGate struct{}
+
+var _ validator.Bool = allowSimulatedGate{}
+
+func (allowSimulatedGate) Description(context.Context) string {
+	return "true only with " + AllowSimulatedEnv + "=1 in the environment"
+}
+func (g allowSimulatedGate) MarkdownDescription(ctx context.Context) string {
+	return g.Description(ctx)
+}
+
+func (allowSimulatedGate) ValidateBool(_ context.Context, req validator.BoolRequest, resp *validator.BoolResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() || !req.ConfigValue.ValueBool() {
+		return
+	}
+	if !simulatedEnabled() {
+		resp.Diagnostics.AddAttributeError(req.Path, "Simulated Attestation Not Enabled", errSimulatedNotEnabled)
+		return
+	}
+	resp.Diagnostics.AddAttributeWarning(req.Path, "Simulated Attestation Accepted",
+		"allow_simulated = true and "+AllowSimulatedEnv+"=1: reports of CVMs an agent runs in simulated mode are "+
+			"accepted. They come from a test device and prove nothing about the hardware; never use this outside tests.")
+}
 
 // checkEvidence verifies the evidence in the agent's verdict here: the
 // signature and chain (go-sev-guest verify, offline), and measurement,

@@ -38,6 +38,9 @@ func TestAccCVMInstance(t *testing.T) {
 	}
 	host := agenttest.NeedHost(t)
 	needTool(t, "qemu-img", "debugfs", "mkfs.ext4")
+	// The agent runs in simulated mode: allow_simulated is accepted only
+	// with this set (TestAccAllowSimulatedNeedsEnv checks the refusal).
+	t.Setenv(AllowSimulatedEnv, "1")
 	// Short base: the agent's unix sockets live under it (107-byte limit).
 	base, err := os.MkdirTemp("", "flare-acc-")
 	if err != nil {
@@ -153,10 +156,11 @@ data "flare_cvm_attestation" "ok" {
   allow_simulated = true
 }
 data "flare_cvm_attestation" "strict" {
-  agent_url    = %[1]q
-  auth_kit_dir = flare_startup_kit.admin.kit_dir
-  kit_dir      = flare_cvm_kit.site_1.kit_dir
-  depends_on   = [flare_cvm_instance.site_1]
+  agent_url        = %[1]q
+  auth_kit_dir     = flare_startup_kit.admin.kit_dir
+  kit_dir          = flare_cvm_kit.site_1.kit_dir
+  require_verified = false
+  depends_on       = [flare_cvm_instance.site_1]
 }
 data "flare_cvm_attestation" "wrong_measurement" {
   agent_url            = %[1]q
@@ -165,6 +169,7 @@ data "flare_cvm_attestation" "wrong_measurement" {
   cvm_id               = flare_cvm_instance.site_1.id
   expected_measurement = %[3]q
   allow_simulated      = true
+  require_verified     = false
 }
 `, agentURL, nonce, strings.Repeat("00", 48))
 	}
@@ -212,6 +217,20 @@ data "flare_cvm_attestation" "wrong_measurement" {
 					checkReportDataBinding("data.flare_cvm_attestation.ok"),
 					captureAttr("flare_cvm_instance.site_1", "id", &firstID),
 				),
+			},
+			{
+				// Fail closed: a report that does not verify is an error
+				// unless require_verified = false (the default is true).
+				Config: withReads("") + fmt.Sprintf(`
+data "flare_cvm_attestation" "fail_closed" {
+  agent_url            = %[1]q
+  auth_kit_dir         = flare_startup_kit.admin.kit_dir
+  kit_dir              = flare_cvm_kit.site_1.kit_dir
+  cvm_id               = flare_cvm_instance.site_1.id
+  expected_measurement = %[2]q
+  allow_simulated      = true
+}`, agentURL, strings.Repeat("00", 48)),
+				ExpectError: regexp.MustCompile(`(?s)CVM Attestation Not Verified.*measurement.*require_verified = false`),
 			},
 			{
 				// A kit that may only read is refused at plan time (the agent

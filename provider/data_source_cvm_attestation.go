@@ -39,6 +39,7 @@ type cvmAttestationModel struct {
 	Nonce               types.String `tfsdk:"nonce"`
 	ExpectedMeasurement types.String `tfsdk:"expected_measurement"`
 	AllowSimulated      types.Bool   `tfsdk:"allow_simulated"`
+	RequireVerified     types.Bool   `tfsdk:"require_verified"`
 	MinimumTCB          types.String `tfsdk:"minimum_tcb"`
 	VCEKCacheDir        types.String `tfsdk:"vcek_cache_dir"`
 
@@ -86,10 +87,12 @@ func (d *cvmAttestationDataSource) Schema(_ context.Context, _ datasource.Schema
 			"verifies it **here**, not on the agent's word: the report's signature and VCEK chain to AMD's roots " +
 			"(go-sev-guest verify, offline), and its measurement, guest policy and host data against the CVM kit " +
 			"Terraform built, and REPORT_DATA = SHA-512(nonce ‖ guest key) against the nonce sent. " +
-			"A report that fails a check is not an error: `verified` is false, `reasons` says why, and the " +
-			"read warns. Guard on it with a `postcondition`. Reports of CVMs the agent runs in its simulated " +
-			"mode (no SEV-SNP on the host) come from a test device and a fake AMD chain; they are refused unless " +
-			"`allow_simulated` is set, and then `simulated` is true.",
+			"A report that fails a check is an error naming the reasons, so nothing that depends on the data " +
+			"source goes ahead (`require_verified`, default true); with `require_verified = false` the read only " +
+			"warns, `verified` is false and `reasons` says why, for a `postcondition` of your own. Reports of CVMs " +
+			"the agent runs in its simulated mode (no SEV-SNP on the host) come from a test device and a fake AMD " +
+			"chain; they are refused unless `allow_simulated` is set, which itself is refused unless the " +
+			"environment variable `" + AllowSimulatedEnv + "=1` is set too (tests only); then `simulated` is true.",
 		Attributes: map[string]schema.Attribute{
 			"agent_url": schema.StringAttribute{Required: true, Validators: []validator.String{agentURLCheck},
 				MarkdownDescription: "The site's flare-agent, `https://host:port`. Its certificate must be the site's " +
@@ -107,8 +110,12 @@ func (d *cvmAttestationDataSource) Schema(_ context.Context, _ datasource.Schema
 			"expected_measurement": schema.StringAttribute{Optional: true, Computed: true, Validators: []validator.String{measurementHex},
 				MarkdownDescription: "The launch digest the report must carry (96 hex digits). Unset: the kit's " +
 					"`expected_measurement`; set it to pin a value computed elsewhere (e.g. `flare_snp_measurement`)."},
-			"allow_simulated": schema.BoolAttribute{Optional: true,
-				MarkdownDescription: "Accept reports of a CVM the agent runs in simulated mode. They prove nothing about the hardware: for tests only."},
+			"allow_simulated": schema.BoolAttribute{Optional: true, Validators: []validator.Bool{allowSimulatedGate{}},
+				MarkdownDescription: "Accept reports of a CVM the agent runs in simulated mode. They prove nothing about the hardware: for tests " +
+					"only, and refused unless the environment variable `" + AllowSimulatedEnv + "=1` is set where Terraform runs."},
+			"require_verified": schema.BoolAttribute{Optional: true,
+				MarkdownDescription: "A report that does not verify is an error (the default, `true`). `false` turns the error into a " +
+					"warning and sets `verified = false` with the `reasons`, for a caller that decides itself (e.g. a `postcondition`)."},
 			"minimum_tcb": schema.StringAttribute{Optional: true, Validators: []validator.String{minimumTCBCheck},
 				MarkdownDescription: "The lowest REPORTED_TCB accepted, as a TCB_VERSION in hex (each SPL compared on its own)."},
 			"vcek_cache_dir": schema.StringAttribute{Optional: true,
@@ -190,11 +197,29 @@ func (d *cvmAttestationDataSource) Read(ctx context.Context, req datasource.Read
 	m.Nonce = types.StringValue(hex.EncodeToString(nonce))
 	m.ExpectedMeasurement = types.StringValue(v.local.ExpectedMeasurement)
 	resp.Diagnostics.Append(m.setVerdict(v)...)
-	if !v.local.Verified {
-		resp.Diagnostics.AddWarning("CVM Attestation Not Verified",
-			fmt.Sprintf("CVM %s on %s: %s", target.ID, m.AgentURL.ValueString(), strings.Join(v.local.Reasons, "; ")))
+	resp.Diagnostics.Append(unverifiedDiag(v.local, target.ID, m.AgentURL.ValueString(), m.RequireVerified)...)
+	if resp.Diagnostics.HasError() {
+		return
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+}
+
+// unverifiedDiag is what a report that failed a check gives: an error
+// (fail closed) unless require_verified is false, then a warning.
+func unverifiedDiag(v *api.Verdict, cvmID, agentURL string, requireVerified types.Bool) diag.Diagnostics {
+	var diags diag.Diagnostics
+	if v.Verified {
+		return diags
+	}
+	detail := fmt.Sprintf("CVM %s on %s: %s", cvmID, agentURL, strings.Join(v.Reasons, "; "))
+	if requireVerified.IsNull() || requireVerified.IsUnknown() || requireVerified.ValueBool() {
+		diags.AddError("CVM Attestation Not Verified", detail+
+			"\nThe report failed the checks above, so nothing that depends on it goes ahead. Set require_verified = false "+
+			"to read an unverified report (verified = false, reasons) and decide with a postcondition instead.")
+		return diags
+	}
+	diags.AddWarning("CVM Attestation Not Verified", detail)
+	return diags
 }
 
 // attestationOptions reads the verification attributes both the data
@@ -202,6 +227,11 @@ func (d *cvmAttestationDataSource) Read(ctx context.Context, req datasource.Read
 func attestationOptions(expected types.String, allowSimulated types.Bool, minimumTCB, vcekCache types.String) (checkOptions, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	o := checkOptions{ExpectedMeasurement: expected.ValueString(), AllowSimulated: allowSimulated.ValueBool(), VCEKCacheDir: vcekCache.ValueString()}
+	if o.AllowSimulated && !simulatedEnabled() {
+		// Validation refuses this already; the environment may have
+		// changed between plan and apply.
+		diags.AddAttributeError(path.Root("allow_simulated"), "Simulated Attestation Not Enabled", errSimulatedNotEnabled)
+	}
 	if s := minimumTCB.ValueString(); s != "" {
 		v, err := attest.ParseTCBVersion(s)
 		if err != nil {

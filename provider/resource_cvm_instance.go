@@ -98,7 +98,8 @@ func (r *cvmInstanceResource) Schema(_ context.Context, _ resource.SchemaRequest
 			"is gone from state at the next refresh, so the plan launches it again.\n\n" +
 			"An agent on a host without SEV-SNP runs guests in its **simulated** mode (no memory encryption, " +
 			"reports from a test device signed by a fake AMD chain). Launching there fails unless " +
-			"`allow_simulated` is set; then `simulated` is true.",
+			"`allow_simulated` is set, which itself is refused unless the environment variable `" + AllowSimulatedEnv +
+			"=1` is set too (tests only); then `simulated` is true.",
 		Attributes: map[string]schema.Attribute{
 			"id": computed("The CVM's id on the agent."),
 			"agent_url": schema.StringAttribute{Required: true, PlanModifiers: replace, Validators: []validator.String{agentURLCheck},
@@ -115,7 +116,9 @@ func (r *cvmInstanceResource) Schema(_ context.Context, _ resource.SchemaRequest
 				MarkdownDescription: "The kit's archive (`flare_cvm_kit.<name>.archive_path`) to upload instead, for an agent on another " +
 					"host. The agent checks every file against `launch.json` before it launches."},
 			"allow_simulated": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
-				MarkdownDescription: "Accept an agent that runs the CVM in simulated mode. Its reports prove nothing about the hardware: for tests only."},
+				Validators: []validator.Bool{allowSimulatedGate{}},
+				MarkdownDescription: "Accept an agent that runs the CVM in simulated mode. Its reports prove nothing about the hardware: for tests " +
+					"only, and refused unless the environment variable `" + AllowSimulatedEnv + "=1` is set where Terraform runs."},
 			"minimum_tcb": schema.StringAttribute{Optional: true, Validators: []validator.String{minimumTCBCheck},
 				MarkdownDescription: "The lowest REPORTED_TCB accepted, as a TCB_VERSION in hex."},
 			"vcek_cache_dir": schema.StringAttribute{Optional: true,
@@ -176,7 +179,7 @@ func (r *cvmInstanceResource) Create(ctx context.Context, req resource.CreateReq
 			why = "it is configured with mode: simulated"
 		}
 		resp.Diagnostics.AddAttributeError(path.Root("allow_simulated"), "flare-agent Cannot Launch SEV-SNP",
-			fmt.Sprintf("the agent at %s would run this CVM in simulated mode (%s); set allow_simulated = true to accept that (tests only)", url, why))
+			fmt.Sprintf("the agent at %s would run this CVM in simulated mode (%s); set allow_simulated = true (with %s=1 in the environment) to accept that (tests only)", url, why, AllowSimulatedEnv))
 		return
 	}
 
