@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 	"time"
 
@@ -286,10 +285,10 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 		resp.Diagnostics.AddAttributeError(path.Root("project_id"), "Invalid Project ID", err.Error())
 		return
 	}
-	if _, err := os.Stat(store.ParticipantKeyPath(p.Name)); err == nil {
+	if taken, ok := participantNameTaken(store, p.Name); ok {
 		resp.Diagnostics.AddAttributeError(path.Root("name"), "Duplicate Participant Name",
-			fmt.Sprintf("name: %q is already a participant of this project (%s exists). Names must be unique across servers, clients, admins and relays: choose another name, or import the existing participant with `terraform import` (id %s@%s).",
-				p.Name, store.ParticipantKeyPath(p.Name), p.Name, c.ProjectID.ValueString()))
+			fmt.Sprintf("name: %q is already a participant of this project (%s exists; a .approval file is a flare_request_approval). Names must be unique across servers, clients, admins and relays: choose another name, or import the existing participant with `terraform import` (id %s@%s).",
+				p.Name, taken, p.Name, c.ProjectID.ValueString()))
 		return
 	}
 	ca, ref, err := r.ca(ctx, c.ProjectID.ValueString())

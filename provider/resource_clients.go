@@ -323,9 +323,9 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 		w := &clientWork{p: p, result: prev}
 		switch {
 		case !had:
-			if _, err := os.Stat(store.ParticipantKeyPath(name)); err == nil {
+			if taken, ok := participantNameTaken(store, name); ok {
 				diags.AddAttributeError(path.Root("clients").AtMapKey(name), "Duplicate Participant Name",
-					fmt.Sprintf("clients[%q]: this name is already a participant of the project (%s exists); names must be unique", name, store.ParticipantKeyPath(name)))
+					fmt.Sprintf("clients[%q]: this name is already a participant of the project (%s exists); names must be unique", name, taken))
 				continue
 			}
 			w.reissue = true

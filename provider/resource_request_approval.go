@@ -30,6 +30,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/flarekit/terraform-provider-flare/internal/approve"
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
 	"github.com/flarekit/terraform-provider-flare/internal/atomicfile"
 	"github.com/flarekit/terraform-provider-flare/internal/localca"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
@@ -81,8 +82,8 @@ const privateWrittenZip = "written_signed_zip_sha256"
 
 // Defaults matching the kits flare_startup_kit writes for the server.
 const (
-	defaultApprovalScheme  = "http"
-	defaultApprovalConnSec = "mtls"
+	defaultApprovalScheme  = kit.Scheme // what our server kits speak
+	defaultApprovalConnSec = kit.ConnectionSecurity
 )
 
 func (r *requestApprovalResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -355,6 +356,18 @@ func (r *requestApprovalResource) inputs(m requestApprovalModel) (in approvalInp
 // owner: the signed zip and the request source. Terraform plans the create
 // half of a replacement without the old state, so the owner is what tells
 // our own earlier approval from another resource's.
+// participantNameTaken reports whether name is a participant of the project
+// already: one with a key here, or one a site keeps the key of (an approval).
+// It returns the file that says so.
+func participantNameTaken(store localca.Store, name string) (string, bool) {
+	for _, p := range []string{store.ParticipantKeyPath(name), approvalOwnerPath(store, name)} {
+		if _, err := os.Stat(p); err == nil {
+			return p, true
+		}
+	}
+	return "", false
+}
+
 func approvalOwnerPath(store localca.Store, name string) string {
 	return strings.TrimSuffix(store.ParticipantCertPath(name), ".crt") + ".approval"
 }

@@ -161,6 +161,17 @@ func TestAccRequestApproval_Lifecycle(t *testing.T) {
 				),
 			},
 			// Plan-time errors, each naming the attribute.
+			{
+				// The approved name is taken for declared participants too.
+				Config: base + `
+resource "flare_client" "site_9" {
+  project_id = flare_project.p.id
+  name       = "site-9"
+  org        = "nvidia"
+}
+`,
+				ExpectError: regexp.MustCompile(`(?s)Duplicate\s+Participant\s+Name.*"site-9"\s+is\s+already\s+a\s+participant`),
+			},
 			{Config: withBad(fmt.Sprintf("request_zip = %q", foreign)), PlanOnly: true, ExpectError: regexp.MustCompile(`(?s)Request\s+Of\s+Another\s+Project.*request\s+is\s+for\s+project\s+"other"`)},
 			{Config: withBad(fmt.Sprintf("request_zip = %q", clash)), PlanOnly: true, ExpectError: regexp.MustCompile(`(?s)Participant\s+Name\s+Taken.*"site-1"\s+is\s+already\s+a\s+participant`)},
 			{Config: withBad(fmt.Sprintf("request_zip = %q", again)), PlanOnly: true, ExpectError: regexp.MustCompile(`(?s)Participant\s+Name\s+Taken.*"site-9"\s+is\s+already\s+approved`)},

@@ -75,8 +75,8 @@ type Input struct {
 
 // Communication defaults NVFlare's provisioner writes.
 const (
-	scheme  = "http"
-	connSec = "mtls"
+	Scheme             = "http"
+	ConnectionSecurity = "mtls"
 )
 
 // Mode bits. NVFlare leaves keys world-readable under a common umask; we
@@ -138,7 +138,7 @@ func Build(in Input) (*Kit, error) {
 	}
 	d := templateData{
 		Line: line, Project: in.Project, Self: p, Server: in.Server, Relay: in.Relay,
-		Scheme: scheme, ConnSec: connSec,
+		Scheme: Scheme, ConnSec: ConnectionSecurity,
 		SPEndPoint: fmt.Sprintf("%s:%d:%d", in.Server.ServerHost(), in.Server.FedLearnPort, in.Server.AdminPort),
 	}
 	// The server listens under its own name; everyone else dials its host.
