@@ -66,8 +66,6 @@ func BenchmarkGenerateKey(b *testing.B) { benchKeygen(b, GenerateKey) }
 // machine's cores (flare_clients makes keys on every core).
 func BenchmarkGenerateKeyParallel(b *testing.B) { benchKeygenParallel(b, GenerateKey) }
 
-
-
 // BenchmarkNewRootCA is the self-signed root, without its key.
 func BenchmarkNewRootCA(b *testing.B) {
 	key, err := GenerateKey()
@@ -150,4 +148,3 @@ func BenchmarkParseCertPEM(b *testing.B) {
 		}
 	}
 }
-
