@@ -13,6 +13,7 @@
 # another; a failed line does not stop the next, and the summary names each.
 #
 # Included from GNUmakefile (BUILD, BIN, TERRAFORM come from there); `make test` runs it.
+# tests/interop/README.md: what each line is checked for, and the table of allowed differences.
 #   NVFLARE=2.9.0      run one line only (any version; its venv is made on first use)
 #   INTEROP_KEEP=1     keep the temp dirs (kits, logs) after a passing run
 #   PYTEST_ARGS=...    extra pytest arguments, e.g. PYTEST_ARGS='-k federation -x'
