@@ -2,8 +2,11 @@ package launch
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
@@ -27,31 +31,131 @@ var (
 	vcpuTypeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 )
 
-// VerifySignature checks that the kit's signature.json signs its own files
-// (cvm.SignedFiles: launch.json, which binds every other file by SHA-256,
-// and the script and README) with the key of root, the project's root CA
-// from the site's startup kit. Only flare_cvm_kit, holding that key, can
-// make a kit this agent launches.
-func VerifySignature(kitDir string, root *x509.Certificate) error {
-	if root == nil {
-		return errors.New("no project root certificate to check the kit's signature.json against")
+// maxKitFileBytes bounds launch.json, launch_vm.sh, README.txt and
+// signature.json: they are read into memory whole.
+const maxKitFileBytes = 4 << 20
+
+// openRegular opens p for reading without following a final symlink and
+// without blocking on a FIFO, and refuses anything but a regular file, so
+// what is read is a file's content and nothing a writer can feed twice.
+func openRegular(p string) (*os.File, os.FileInfo, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, nil, fmt.Errorf("%s is a symlink, not a regular file", p)
+		}
+		return nil, nil, err
 	}
-	err := kit.VerifyFiles(kitDir, cvm.SignedFiles, root)
-	if errors.Is(err, os.ErrNotExist) {
-		if _, serr := os.Stat(filepath.Join(kitDir, kit.SignatureFile)); serr != nil {
-			return fmt.Errorf("kit %s has no %s: only kits signed with project %q's root CA launch (flare_cvm_kit signs them)", kitDir, kit.SignatureFile, root.Subject.CommonName)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is not a regular file (%s)", p, fi.Mode().Type())
+	}
+	return f, fi, nil
+}
+
+// readRegular reads a small regular file once (openRegular).
+func readRegular(p string) ([]byte, error) {
+	f, fi, err := openRegular(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi.Size() > maxKitFileBytes {
+		return nil, fmt.Errorf("%s is %d bytes, more than the %d a kit's own file may have", p, fi.Size(), maxKitFileBytes)
+	}
+	return io.ReadAll(io.LimitReader(f, maxKitFileBytes+1))
+}
+
+// Kit is a kit folder whose own files were read once: Signed holds the
+// bytes of cvm.SignedFiles and signature.json exactly as they were
+// verified, and Manifest is parsed from Signed[launch.json].
+type Kit struct {
+	Dir      string
+	Manifest *cvm.Manifest
+	Signed   map[string][]byte
+}
+
+// LoadKit reads the kit's launch.json, launch_vm.sh, README.txt and
+// signature.json once each (regular files only, no symlinks), checks that
+// signature.json signs those bytes with the key of root (the project's
+// root CA from the site's startup kit), and parses launch.json from the
+// same bytes. Only flare_cvm_kit, holding that key, can make a kit this
+// agent launches, and what is launched is what was signed.
+func LoadKit(kitDir string, root *x509.Certificate) (*Kit, error) {
+	if root == nil {
+		return nil, errors.New("no project root certificate to check the kit's signature.json against")
+	}
+	pub, ok := root.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("project root %q has no RSA key to check kit signatures with", root.Subject.CommonName)
+	}
+	k := &Kit{Dir: kitDir, Signed: map[string][]byte{}}
+	for _, name := range append([]string{kit.SignatureFile}, cvm.SignedFiles...) {
+		b, err := readRegular(filepath.Join(kitDir, name))
+		if err != nil {
+			switch {
+			case errors.Is(err, os.ErrNotExist) && name == kit.SignatureFile:
+				return nil, fmt.Errorf("kit %s has no %s: only kits signed with project %q's root CA launch (flare_cvm_kit signs them)", kitDir, kit.SignatureFile, root.Subject.CommonName)
+			case errors.Is(err, os.ErrNotExist) && name == cvm.ManifestFile:
+				return nil, fmt.Errorf("%s has no %s: not a CVM kit folder", kitDir, cvm.ManifestFile)
+			}
+			return nil, fmt.Errorf("kit %s: %w", kitDir, cleanErr(err))
+		}
+		k.Signed[name] = b
+	}
+	var sigs map[string]string
+	if err := json.Unmarshal(k.Signed[kit.SignatureFile], &sigs); err != nil {
+		return nil, fmt.Errorf("kit %s is not signed by project %q's root CA: %s: %v", kitDir, root.Subject.CommonName, kit.SignatureFile, err)
+	}
+	for _, name := range cvm.SignedFiles {
+		if err := verifyPSS(pub, sigs, name, k.Signed[name]); err != nil {
+			return nil, fmt.Errorf("kit %s is not signed by project %q's root CA: %s/%w", kitDir, root.Subject.CommonName, kitDir, err)
 		}
 	}
+	m, err := ParseManifest(k.Signed[cvm.ManifestFile])
 	if err != nil {
-		return fmt.Errorf("kit %s is not signed by project %q's root CA: %w", kitDir, root.Subject.CommonName, err)
+		return nil, err
+	}
+	k.Manifest = m
+	return k, nil
+}
+
+// verifyPSS checks one signature.json entry as NVFlare's verify does:
+// RSA-PSS over SHA-256 of the content, MGF1-SHA256, any salt length.
+func verifyPSS(pub *rsa.PublicKey, sigs map[string]string, name string, content []byte) error {
+	b64, ok := sigs[name]
+	if !ok {
+		return fmt.Errorf("%s is not listed in %s", name, kit.SignatureFile)
+	}
+	sig, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return fmt.Errorf("%s: signature is not base64: %w", name, err)
+	}
+	digest := sha256.Sum256(content)
+	if err := rsa.VerifyPSS(pub, crypto.SHA256, digest[:], sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto, Hash: crypto.SHA256}); err != nil {
+		return fmt.Errorf("%s: signature does not verify: %w", name, err)
 	}
 	return nil
 }
 
-// ReadManifest loads and checks <kitDir>/launch.json. Unknown fields are
-// rejected, so a manifest from a newer layout is not half-understood.
+// VerifySignature checks that the kit's signature.json signs its own files
+// (cvm.SignedFiles) with the key of root; LoadKit does this and parses
+// launch.json from the verified bytes.
+func VerifySignature(kitDir string, root *x509.Certificate) error {
+	_, err := LoadKit(kitDir, root)
+	return err
+}
+
+// ReadManifest loads and checks <kitDir>/launch.json (a regular file, read
+// once). Unknown fields are rejected, so a manifest from a newer layout is
+// not half-understood. It does not check the signature: LoadKit does.
 func ReadManifest(kitDir string) (*cvm.Manifest, error) {
-	b, err := os.ReadFile(filepath.Join(kitDir, cvm.ManifestFile))
+	b, err := readRegular(filepath.Join(kitDir, cvm.ManifestFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s has no %s: not a CVM kit folder", kitDir, cvm.ManifestFile)
@@ -83,6 +187,9 @@ func CheckManifest(m *cvm.Manifest) error {
 	add := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }
 	if m.Version != cvm.ManifestVersion {
 		add("version %d is not supported (this agent reads version %d)", m.Version, cvm.ManifestVersion)
+	}
+	if m.Serial < 1 {
+		add("serial %d: a kit needs a serial of 1 or more, so the agent can refuse an older kit of the participant once a newer one ran (flare_cvm_kit writes one; rebuild the kit)", m.Serial)
 	}
 	if !kitIDRE.MatchString(m.ID) {
 		add("id %q is not 8 hex digits", m.ID)
@@ -188,44 +295,63 @@ func Files(m *cvm.Manifest) []KitFile {
 	return fs
 }
 
-// VerifyFiles checks the files of the kit against launch.json: each must be
-// a regular file (not a symlink) with the recorded size and SHA-256. With
-// drives false, disk images are only checked to exist: a kit folder that
-// ran before has drives the guest wrote to (applog, user_data), whereas
-// firmware, kernel and initrd are measured and must never change.
+// VerifyFiles checks the files of the kit against launch.json: each must
+// be a regular file (not a symlink) with the recorded size and SHA-256,
+// and no drive image may name another file (CheckImage). Each file is
+// opened once and checked through that descriptor. With drives false, disk
+// images are not hashed: the drives of a CVM's own copy of its kit change
+// as the guest writes to them, whereas firmware, kernel and initrd are
+// measured and must never change.
 func VerifyFiles(kitDir string, m *cvm.Manifest, drives bool) error {
 	var errs []string
 	for _, f := range Files(m) {
-		p := filepath.Join(kitDir, f.Name)
-		fi, err := os.Lstat(p)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", f.Name, cleanErr(err)))
-			continue
-		}
-		if !fi.Mode().IsRegular() {
-			errs = append(errs, fmt.Sprintf("%s is not a regular file", f.Name))
-			continue
-		}
-		if f.Drive && !drives {
-			continue
-		}
-		if fi.Size() != f.Size {
-			errs = append(errs, fmt.Sprintf("%s is %d bytes, launch.json says %d", f.Name, fi.Size(), f.Size))
-			continue
-		}
-		sum, err := hashFile(p)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", f.Name, err))
-			continue
-		}
-		if sum != f.SHA256 {
-			errs = append(errs, fmt.Sprintf("%s has SHA-256 %s, launch.json says %s", f.Name, sum, f.SHA256))
+		if err := verifyFile(filepath.Join(kitDir, f.Name), f, m, drives || !f.Drive); err != nil {
+			errs = append(errs, err.Error())
 		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("kit %s does not match its launch.json: %s", kitDir, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+func verifyFile(p string, f KitFile, m *cvm.Manifest, hash bool) error {
+	fd, fi, err := openRegular(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s: %v", f.Name, cleanErr(err))
+		}
+		return fmt.Errorf("%s: %v", f.Name, err)
+	}
+	defer fd.Close()
+	if f.Drive {
+		if err := CheckImage(fd, f.Name, driveFormat(m, f.Name)); err != nil {
+			return err
+		}
+	}
+	if !hash {
+		return nil
+	}
+	if fi.Size() != f.Size {
+		return fmt.Errorf("%s is %d bytes, launch.json says %d", f.Name, fi.Size(), f.Size)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, fd); err != nil {
+		return fmt.Errorf("%s: %v", f.Name, err)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != f.SHA256 {
+		return fmt.Errorf("%s has SHA-256 %s, launch.json says %s", f.Name, sum, f.SHA256)
+	}
+	return nil
+}
+
+func driveFormat(m *cvm.Manifest, file string) string {
+	for _, d := range m.Drives {
+		if d.File == file {
+			return d.Format
+		}
+	}
+	return ""
 }
 
 func hashFile(p string) (string, error) {

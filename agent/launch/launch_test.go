@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -33,7 +34,7 @@ func testKit(t *testing.T) (string, *cvm.Manifest) {
 		t.Fatal(err)
 	}
 	files := map[string][]byte{"OVMF.fd": []byte("firmware"), "vmlinuz": []byte("kernel"), "initrd.img": []byte("initrd"),
-		"root.qcow2": []byte("root"), "applog.qcow2": []byte("applog")}
+		"root.qcow2": qcow2Header("root"), "applog.qcow2": qcow2Header("applog")}
 	for n, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
 			t.Fatal(err)
@@ -41,7 +42,7 @@ func testKit(t *testing.T) (string, *cvm.Manifest) {
 	}
 	f := func(n string) cvm.File { return cvm.File{File: n, Size: int64(len(files[n])), SHA256: sum(files[n])} }
 	initrd := f("initrd.img")
-	m := &cvm.Manifest{Version: 1, ID: "0a1b2c3d", Participant: "site-1", Role: "server", VCPUs: 2, VCPUType: "EPYC-v4", MemoryMiB: 2048,
+	m := &cvm.Manifest{Version: 1, ID: "0a1b2c3d", Serial: 1, Participant: "site-1", Role: "server", VCPUs: 2, VCPUType: "EPYC-v4", MemoryMiB: 2048,
 		Firmware: f("OVMF.fd"), Kernel: f("vmlinuz"), Initrd: &initrd, KernelCmdline: "console=ttyS0 root=/dev/vda rw", KernelHashes: true,
 		GuestPolicy: "0x30000", GuestFeatures: "0x1", HostData: strings.Repeat("ab", 32), ExpectedMeasurement: strings.Repeat("cd", 48),
 		AllowedPorts: []int{8002}}
@@ -54,6 +55,20 @@ func testKit(t *testing.T) (string, *cvm.Manifest) {
 		t.Fatal(err)
 	}
 	return dir, m
+}
+
+// qcow2Header is a minimal qcow2 version 3 image header (no backing file,
+// no extensions) followed by tail.
+func qcow2Header(tail string) []byte {
+	h := make([]byte, 112)
+	copy(h, "QFI\xfb")
+	be := binary.BigEndian
+	be.PutUint32(h[4:], 3)
+	be.PutUint32(h[20:], 16)
+	be.PutUint64(h[24:], 1<<20)
+	be.PutUint32(h[96:], 4)
+	be.PutUint32(h[100:], 104)
+	return append(h, tail...)
 }
 
 func opts(mode string) Options {
@@ -179,7 +194,7 @@ func TestVerifyFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A drive the guest wrote to passes without drive hashing only.
-	os.WriteFile(filepath.Join(dir, "applog.qcow2"), []byte("written by the guest"), 0o644)
+	os.WriteFile(filepath.Join(dir, "applog.qcow2"), qcow2Header("written by the guest"), 0o644)
 	if err := VerifyFiles(dir, m, false); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -69,8 +70,13 @@ type Manager struct {
 	// launches only if its signature.json verifies under it. Set it
 	// before serving.
 	KitRoot *x509.Certificate
+	// Site is the participant this agent runs kits for (the CN of the
+	// site's startup kit certificate): a kit of another participant is
+	// refused. Set it before serving.
+	Site string
 
-	launchMu sync.Mutex // the one-CVM-per-kit check and registration
+	launchMu sync.Mutex       // the one-CVM-per-kit check, serials and registration
+	serials  map[string]int64 // highest serial launched per participant (serials.json); nil until loaded
 	mu       sync.Mutex
 	cvms     map[string]*instance
 	closing  bool
@@ -90,6 +96,13 @@ type record struct {
 	ShutdownReason string   `json:"shutdown_reason,omitempty"`
 	// Owned: KitDir is an unpacked upload under state_dir/kits.
 	Owned bool `json:"owned,omitempty"`
+	// RunDir is the CVM's own copy of its kit (state_dir/cvms/<id>/kit),
+	// checked file by file at launch; QEMU opens only files in it, and
+	// every restart and re-attach checks it again. Options are the launch
+	// options its QEMU arguments are built with; Serial is launch.json's.
+	RunDir  string          `json:"run_dir,omitempty"`
+	Options *launch.Options `json:"options,omitempty"`
+	Serial  int64           `json:"serial,omitempty"`
 }
 
 type instance struct {
@@ -244,8 +257,10 @@ func (m *Manager) CheckKitDir(dir string) (string, error) {
 	return "", fmt.Errorf("%w: kit_dir %s is outside allowed_kit_dirs (%s)", ErrBadKit, dir, strings.Join(m.cfg.AllowedKitDirs, ", "))
 }
 
-// Launch starts the kit in kitDir. verifyDrives also hashes the drive
-// images (uploads); owned marks kitDir as the agent's own unpacked copy.
+// Launch starts the kit in kitDir from its checked copy in the CVM's state
+// folder (launch.Stage). owned marks kitDir as the agent's own unpacked
+// upload, whose files are moved rather than copied; verifyDrives then hashes
+// them again (Unpack hashed them already). Path launches hash every file.
 func (m *Manager) Launch(ctx context.Context, kitDir, by string, verifyDrives, owned bool) (api.CVM, error) {
 	t0 := time.Now()
 	if m.mode == "" {
@@ -256,17 +271,15 @@ func (m *Manager) Launch(ctx context.Context, kitDir, by string, verifyDrives, o
 		m.Metrics.Launches.WithLabelValues(m.mode, "error").Inc()
 		return api.CVM{}, fmt.Errorf("%w: %s", ErrUnavailable, m.host.QEMUError)
 	}
-	man, err := launch.ReadManifest(kitDir)
+	// launch.json is parsed from the bytes whose signature was checked.
+	k, err := launch.LoadKit(kitDir, m.KitRoot)
 	if err != nil {
 		return api.CVM{}, fmt.Errorf("%w: %v", ErrBadKit, err)
 	}
-	if err := launch.VerifySignature(kitDir, m.KitRoot); err != nil {
-		return api.CVM{}, fmt.Errorf("%w: %v", ErrBadKit, err)
+	man := k.Manifest
+	if err := m.checkSite(man); err != nil {
+		return api.CVM{}, err
 	}
-	if err := launch.VerifyFiles(kitDir, man, verifyDrives); err != nil {
-		return api.CVM{}, fmt.Errorf("%w: %v", ErrBadKit, err)
-	}
-	tVerify := time.Since(t0)
 	// QEMU locks its images, and two guests on one set of drives would
 	// corrupt them: one running CVM per kit folder.
 	m.launchMu.Lock()
@@ -276,6 +289,10 @@ func (m *Manager) Launch(ctx context.Context, kitDir, by string, verifyDrives, o
 			return api.CVM{}, fmt.Errorf("%w: kit %s already runs as CVM %s (%s)", ErrConflict, kitDir, c.ID, c.State)
 		}
 	}
+	if err := m.checkSerial(man); err != nil {
+		m.launchMu.Unlock()
+		return api.CVM{}, err
+	}
 
 	id := newID(man.ID)
 	dir := filepath.Join(m.cvmsDir(), id)
@@ -283,6 +300,24 @@ func (m *Manager) Launch(ctx context.Context, kitDir, by string, verifyDrives, o
 		m.launchMu.Unlock()
 		return api.CVM{}, err
 	}
+	// The files QEMU opens are the agent's own copy, checked as copied.
+	runDir := filepath.Join(dir, "kit")
+	if err := launch.Stage(k, runDir, owned, owned && !verifyDrives); err != nil {
+		m.launchMu.Unlock()
+		os.RemoveAll(dir)
+		return api.CVM{}, fmt.Errorf("%w: %v", ErrBadKit, err)
+	}
+	if owned {
+		// The upload's files now live in the CVM's folder.
+		os.RemoveAll(kitDir)
+		for d := filepath.Dir(kitDir); strings.HasPrefix(d, m.KitsDir()+string(filepath.Separator)); d = filepath.Dir(d) {
+			if os.Remove(d) != nil {
+				break
+			}
+		}
+		kitDir = runDir
+	}
+	tVerify := time.Since(t0)
 	now := time.Now().UTC()
 	accel := "kvm"
 	if m.mode == api.ModeSimulated && (m.cfg.Accel == "tcg" || (m.cfg.Accel == "auto" && !m.host.KVM)) {
@@ -302,13 +337,17 @@ func (m *Manager) Launch(ctx context.Context, kitDir, by string, verifyDrives, o
 		ConsoleLog:   filepath.Join(dir, "console.log"),
 		PIDFile:      filepath.Join(dir, "qemu.pid"),
 		Owned:        owned,
+		RunDir:       runDir,
+		Serial:       man.Serial,
 	}
-	args, err := launch.Args(man, kitDir, launch.Options{
+	o := launch.Options{
 		Mode: m.mode, KVM: accel == "kvm", CPU: m.cfg.SimulatedCPU, Firmware: m.cfg.SimulatedFirmware, CBitPos: m.host.SNP.CBitPos, ReducedPhysBits: 1,
 		Name: "flare-" + id, QMPSocket: in.rec.QMPSocket, AttestSocket: in.rec.AttestSocket,
 		ConsoleLog: in.rec.ConsoleLog, PIDFile: in.rec.PIDFile,
 		Network: m.cfg.Network, ForwardAddress: m.cfg.ForwardAddress,
-	})
+	}
+	in.rec.Options = &o
+	args, err := launch.Args(man, runDir, o)
 	if err != nil {
 		m.launchMu.Unlock()
 		os.RemoveAll(dir)
@@ -327,6 +366,9 @@ func (m *Manager) Launch(ctx context.Context, kitDir, by string, verifyDrives, o
 		m.Metrics.Launches.WithLabelValues(m.mode, "error").Inc()
 		return in.status(), err
 	}
+	m.launchMu.Lock()
+	m.noteSerial(man)
+	m.launchMu.Unlock()
 	total := time.Since(t0)
 	in.update(func(r *record) {
 		if r.CVM.Launch != nil {
@@ -578,6 +620,13 @@ func (in *instance) exitedHandled(exited chan struct{}, note string) {
 				in.update(func(r *record) { r.CVM.State = api.StateStopped })
 				return
 			}
+			if err := in.reverify(true); err != nil {
+				in.update(func(r *record) {
+					r.CVM.State, r.CVM.LastError = api.StateFailed, "restart refused: "+err.Error()
+				})
+				m.log.Error("restart refused: the CVM's kit no longer verifies", "cvm", st.ID, "err", err)
+				return
+			}
 			if err := in.start(context.Background()); err != nil {
 				m.log.Error("restart failed", "cvm", st.ID, "err", err)
 			}
@@ -707,6 +756,17 @@ func (m *Manager) Recover(ctx context.Context) error {
 			in.rec.CVM.PID = pid
 		}
 		if launch.Alive(pid, in.rec.QMPSocket) {
+			if err := in.reverifyRunning(pid); err != nil {
+				m.log.Error("re-attach refused: the running CVM's kit no longer verifies; killing its QEMU", "cvm", st.ID, "pid", pid, "err", err)
+				_ = launch.Kill(pid, in.rec.QMPSocket)
+				launch.WaitExit(ctx, pid, in.rec.QMPSocket, 5*time.Second)
+				now := time.Now().UTC()
+				in.update(func(r *record) {
+					r.CVM.State, r.CVM.LastError, r.CVM.PID, r.CVM.GuestReady, r.CVM.StoppedAt, r.CVM.QEMUStatus =
+						api.StateFailed, "re-attach refused, QEMU killed: "+err.Error(), 0, false, &now, ""
+				})
+				continue
+			}
 			if err := in.attach(ctx); err == nil {
 				m.log.Info("re-attached to running CVM", "cvm", st.ID, "pid", pid, "state", in.status().State, "guest_ready", in.status().GuestReady)
 				continue
@@ -755,5 +815,145 @@ func (m *Manager) ManifestOf(id string) (*cvm.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return launch.ReadManifest(in.status().KitDir)
+	in.mu.Lock()
+	dir := in.rec.RunDir
+	in.mu.Unlock()
+	if dir == "" {
+		dir = in.status().KitDir
+	}
+	return launch.ReadManifest(dir)
+}
+
+// checkSite refuses a kit of another participant than the agent's site.
+func (m *Manager) checkSite(man *cvm.Manifest) error {
+	if m.Site == "" {
+		return fmt.Errorf("%w: this agent does not know its site (the CN of its site kit's certificate), so it runs no kit", ErrUnavailable)
+	}
+	if man.Participant != m.Site {
+		return fmt.Errorf("%w: kit %s is for participant %q, and this agent runs only kits of its site %q (the CN of the certificate in kit_dir): launch it on %s's agent",
+			ErrBadKit, man.ID, man.Participant, m.Site, man.Participant)
+	}
+	return nil
+}
+
+func (m *Manager) serialsFile() string { return filepath.Join(m.cfg.StateDir, "serials.json") }
+
+// loadSerials reads serials.json once. Caller holds launchMu.
+func (m *Manager) loadSerials() error {
+	if m.serials != nil {
+		return nil
+	}
+	s := map[string]int64{}
+	b, err := os.ReadFile(m.serialsFile())
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return err
+	default:
+		if err := json.Unmarshal(b, &s); err != nil {
+			return fmt.Errorf("%s: %w (it holds the highest kit serial per participant; fix or remove it)", m.serialsFile(), err)
+		}
+	}
+	m.serials = s
+	return nil
+}
+
+// checkSerial refuses a kit older than one of its participant that ran
+// already. Caller holds launchMu.
+func (m *Manager) checkSerial(man *cvm.Manifest) error {
+	if err := m.loadSerials(); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if hi := m.serials[man.Participant]; man.Serial < hi {
+		return fmt.Errorf("%w: kit %s of %s has serial %d, older than serial %d which already ran on this agent: a superseded kit does not launch again; launch the newest kit of %s (flare_cvm_kit's kit_dir)",
+			ErrBadKit, man.ID, man.Participant, man.Serial, hi, man.Participant)
+	}
+	return nil
+}
+
+// noteSerial records that man ran. Caller holds launchMu.
+func (m *Manager) noteSerial(man *cvm.Manifest) {
+	if m.loadSerials() != nil || man.Serial <= m.serials[man.Participant] {
+		return
+	}
+	m.serials[man.Participant] = man.Serial
+	b, _ := json.MarshalIndent(m.serials, "", "  ")
+	if err := atomicfile.Write(m.serialsFile(), append(b, '\n'), 0o600); err != nil {
+		m.log.Error("cannot record the kit serial", "participant", man.Participant, "serial", man.Serial, "err", err)
+	}
+}
+
+// reverify checks the CVM's own copy of its kit again before QEMU runs it
+// once more: the signature over its launch.json (parsed from those
+// bytes), the site, the serial (restart true), firmware, kernel and initrd
+// against their SHA-256, and that no drive names another file. It then
+// rebuilds QEMU's arguments from the verified launch.json rather than
+// trusting state.json's.
+func (in *instance) reverify(restart bool) error {
+	m := in.m
+	in.mu.Lock()
+	rec := in.rec
+	in.mu.Unlock()
+	legacy := rec.RunDir == "" || rec.Options == nil
+	if legacy && restart {
+		return fmt.Errorf("CVM %s was launched by an older flare-agent that kept no checked copy of its kit, so it is not restarted; launch kit %s again", rec.CVM.ID, rec.CVM.KitDir)
+	}
+	dir := rec.RunDir
+	if legacy {
+		// Launched by an older agent from the kit folder itself: check
+		// that folder as it is (a running QEMU keeps its arguments).
+		dir = rec.CVM.KitDir
+	}
+	k, err := launch.LoadKit(dir, m.KitRoot)
+	if err != nil {
+		return err
+	}
+	man := k.Manifest
+	if man.ID != rec.CVM.KitID {
+		return fmt.Errorf("%s holds kit %s, but CVM %s was launched from kit %s", dir, man.ID, rec.CVM.ID, rec.CVM.KitID)
+	}
+	if err := m.checkSite(man); err != nil {
+		return err
+	}
+	if restart {
+		m.launchMu.Lock()
+		err := m.checkSerial(man)
+		m.launchMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	if err := launch.VerifyFiles(dir, man, false); err != nil {
+		return err
+	}
+	if legacy {
+		return nil
+	}
+	args, err := launch.Args(man, rec.RunDir, *rec.Options)
+	if err != nil {
+		return err
+	}
+	in.update(func(r *record) { r.Args = args })
+	return nil
+}
+
+// reverifyRunning checks, before re-attaching to a QEMU that outlived the
+// agent, the CVM's kit copy (reverify) and that the process runs exactly
+// the arguments that copy gives.
+func (in *instance) reverifyRunning(pid int) error {
+	if err := in.reverify(false); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	args := in.rec.Args
+	in.mu.Unlock()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return fmt.Errorf("cannot read QEMU's command line: %w", err)
+	}
+	got := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+	if len(got) < 1 || !slices.Equal(got[1:], args) {
+		return fmt.Errorf("QEMU pid %d does not run the arguments of the CVM's checked kit", pid)
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/flarekit/terraform-provider-flare/internal/atomicfile"
@@ -54,6 +55,8 @@ type BuildInput struct {
 	// startup kit, and flare-agent launches only kits that verify against
 	// its project's rootCA.pem. Required.
 	Signer crypto.Signer
+	// Serial is launch.json's serial; 0 picks one (kitSerial).
+	Serial int64
 
 	// driveUnit is the bytes per configured drive GB (0: 1 GiB); tests use
 	// MiB. luksIterTimeMS is the LUKS PBKDF2 time (0: qemu's 2 s).
@@ -421,6 +424,7 @@ func Build(ctx context.Context, in BuildInput) (*Result, error) {
 		known[f.File] = f.SHA256
 	}
 
+	m.Serial = kitSerial(in.Serial, filepath.Join(final, ManifestFile), m)
 	mj, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, err
@@ -485,6 +489,32 @@ func Build(ctx context.Context, in BuildInput) (*Result, error) {
 	res.Manifest, res.Notes = m, notes
 	res.RootEncrypted, res.RootKey = rootKey != nil, rootKey
 	return res, nil
+}
+
+// kitSerial is the serial of launch.json m (flare-agent refuses a kit
+// whose serial is below the highest it ran for the participant): want
+// when set; else the serial of the kit already at prev when that
+// launch.json equals m but for it (an unchanged rebuild keeps its bytes);
+// else the time in milliseconds, and above prev's serial.
+func kitSerial(want int64, prev string, m *Manifest) int64 {
+	if want > 0 {
+		return want
+	}
+	now := time.Now().UnixMilli()
+	b, err := os.ReadFile(prev)
+	if err != nil {
+		return now
+	}
+	var old Manifest
+	if json.Unmarshal(b, &old) != nil || old.Serial < 1 {
+		return now
+	}
+	same := *m
+	same.Serial = old.Serial
+	if sb, err := json.MarshalIndent(&same, "", "  "); err == nil && bytes.Equal(append(sb, '\n'), b) {
+		return old.Serial
+	}
+	return max(now, old.Serial+1)
 }
 
 func nonNil(p []int) []int {

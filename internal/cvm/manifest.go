@@ -29,7 +29,14 @@ type Manifest struct {
 	// ID is the kit's short id, the <id> of its folder cvm_<id>: the first
 	// 8 hex digits of a SHA-256 over every input, so the same inputs give
 	// the same folder.
-	ID          string `json:"id"`
+	ID string `json:"id"`
+	// Serial orders the kits of a participant: flare_cvm_kit sets it at
+	// build time (milliseconds since 1970, kept when a rebuild changes
+	// nothing in launch.json, else above the previous one), and
+	// flare-agent refuses a kit whose serial is below the highest it has
+	// run for the participant, so a superseded kit cannot be launched
+	// again.
+	Serial      int64  `json:"serial"`
 	Participant string `json:"participant"`
 	// Role is "server" or "client"; ComputeEnv and CCCPUMechanism are the
 	// CC config's compute_env (onprem_cvm) and cc_cpu_mechanism (amd_sev_snp).

@@ -122,6 +122,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	minTCB, _ := attest.ParseTCBVersion(cfg.MinimumTCB) // checked by config.Load; "" is 0, no minimum
 	mgr := manager.New(cfg, host, manager.AttestVerifier{VCEKCacheDir: cfg.VCEKCacheDir, MinimumTCB: minTCB}, log, reg)
 	mgr.KitRoot = id.Root
+	mgr.Site = id.Site // only kits whose launch.json names this participant run here
 	mode, modeErr := mgr.Mode()
 	attrs := []any{"site", id.Site, "org", id.Org, "configured_mode", cfg.Mode, "qemu", host.QEMU, "qemu_version", host.QEMUVersionText, "kvm", host.KVM}
 	if host.SNP.Available {
