@@ -276,8 +276,8 @@ func Verify(ev *Evidence, p Policy, now time.Time) (*Verdict, error) {
 	chain := &spb.CertificateChain{Extras: map[string][]byte{}}
 	var table *abi.CertTable
 	if len(ev.CertTable) > 0 {
-		table = new(abi.CertTable)
-		if err := table.Unmarshal(ev.CertTable); err != nil {
+		table, err = unmarshalCertTable(ev.CertTable)
+		if err != nil {
 			reject("format", "certificate table: %v", err)
 			table = nil
 		} else {
@@ -376,6 +376,30 @@ func Verify(ev *Evidence, p Policy, now time.Time) (*Verdict, error) {
 		}
 	}
 	return done()
+}
+
+// unmarshalCertTable is abi.CertTable.Unmarshal for a table the guest
+// sends: go-sev-guest v0.15 checks an entry's offset+length in uint32, so
+// an entry whose sum wraps passes its check and then panics (slice out of
+// range) or allocates up to 4 GiB. Every entry's range is checked here,
+// without overflow, first. (Found by FuzzVerifyEvidence; the input is in
+// testdata/fuzz/FuzzVerifyEvidence.)
+func unmarshalCertTable(b []byte) (*abi.CertTable, error) {
+	entries, err := abi.ParseSnpCertTableHeader(b)
+	if err != nil {
+		return nil, err
+	}
+	for i, e := range entries {
+		if uint64(e.Offset)+uint64(e.Length) > uint64(len(b)) {
+			return nil, fmt.Errorf("cert table entry %d specifies a byte range outside the certificate data block (size %d): offset=%d, length=%d",
+				i, len(b), e.Offset, e.Length)
+		}
+	}
+	t := new(abi.CertTable)
+	if err := t.Unmarshal(b); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 func fillVerdict(v *Verdict, r *spb.Report) {
