@@ -41,7 +41,9 @@ type participantKind struct {
 	read func(ctx context.Context, src attrSource, p *project.Participant) diag.Diagnostics
 	// write copies them back into state (used by import).
 	write func(ctx context.Context, dst *tfsdk.State, p project.Participant) diag.Diagnostics
-	// dnsNames are the certificate's subjectAltNames beyond the name.
+	// dnsNames are the certificate's subjectAltNames, as NVFlare's
+	// CertBuilder writes them (IP literals become IP SANs on lines that
+	// say so).
 	dnsNames func(p project.Participant) []string
 }
 
@@ -306,10 +308,7 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 		resp.Diagnostics.AddError("Cannot Generate Key", err.Error())
 		return
 	}
-	dns := append([]string{p.Name}, r.kind.dnsNames(p)...)
-	if p.Type == project.TypeAdmin {
-		dns = nil // an email is no DNS name
-	}
+	dns := r.kind.dnsNames(p)
 	cert, err := ca.Issue(pki.LeafRequest{
 		Subject:   pki.Subject{CommonName: p.Name, Organization: p.Org, Role: p.CertRole()},
 		PublicKey: &key.PublicKey,

@@ -40,6 +40,6 @@ func NewAdminResource() resource.Resource {
 		write: func(ctx context.Context, st *tfsdk.State, p project.Participant) diag.Diagnostics {
 			return st.SetAttribute(ctx, path.Root("role"), p.Role)
 		},
-		dnsNames: func(project.Participant) []string { return nil },
+		dnsNames: func(project.Participant) []string { return nil }, // an email is no DNS name
 	}}
 }

@@ -59,6 +59,6 @@ func NewClientResource() resource.Resource {
 			diags.Append(st.SetAttribute(ctx, path.Root("mem_per_gpu_in_gib"), float64(0))...)
 			return diags
 		},
-		dnsNames: func(project.Participant) []string { return nil },
+		dnsNames: func(p project.Participant) []string { return []string{p.Name} },
 	}}
 }

@@ -45,6 +45,8 @@ func NewRelayResource() resource.Resource {
 		write: func(ctx context.Context, st *tfsdk.State, _ project.Participant) diag.Diagnostics {
 			return st.SetAttribute(ctx, path.Root("port"), int64(defaultRelayPort))
 		},
-		dnsNames: func(p project.Participant) []string { return []string{p.DefaultHost} },
+		// One certificate serves as the relay's client.crt (NVFlare: its
+		// name) and server.crt (NVFlare: its listening host), so it names both.
+		dnsNames: func(p project.Participant) []string { return []string{p.Name, p.DefaultHost} },
 	}}
 }

@@ -77,8 +77,10 @@ func NewServerResource() resource.Resource {
 			}
 			return diags
 		},
+		// As NVFlare's CertBuilder: the host clients dial first, then the
+		// other host names; the name itself only when it is that host.
 		dnsNames: func(p project.Participant) []string {
-			return append([]string{p.DefaultHost}, p.HostNames...)
+			return append([]string{p.ServerHost()}, p.HostNames...)
 		},
 	}}
 }

@@ -37,10 +37,17 @@ type Subject struct {
 	Role         string // project_admin, org_admin, lead, member, or empty
 }
 
+var (
+	oidCommonName   = asn1.ObjectIdentifier{2, 5, 4, 3}
+	oidOrganization = asn1.ObjectIdentifier{2, 5, 4, 10}
+)
+
+// name lists the attributes in NVFlare's order, CN, O, role: pkix.Name's
+// own fields would marshal O before CN, and ExtraNames keep their order.
 func (s Subject) name() pkix.Name {
-	n := pkix.Name{CommonName: s.CommonName}
+	n := pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{{Type: oidCommonName, Value: s.CommonName}}}
 	if s.Organization != "" {
-		n.Organization = []string{s.Organization}
+		n.ExtraNames = append(n.ExtraNames, pkix.AttributeTypeAndValue{Type: oidOrganization, Value: s.Organization})
 	}
 	if s.Role != "" {
 		n.ExtraNames = append(n.ExtraNames, pkix.AttributeTypeAndValue{Type: oidUnstructuredName, Value: s.Role})

@@ -176,3 +176,24 @@ func TestPairwiseCheckRefusesADamagedKey(t *testing.T) {
 		t.Errorf("mismatched halves: err %v", err)
 	}
 }
+
+// NVFlare writes a subject as CN, O, unstructuredName, in that order.
+func TestSubjectOrder(t *testing.T) {
+	ca := testCA(t)
+	key, _ := GenerateKey()
+	cert, err := ca.Issue(LeafRequest{Subject: Subject{CommonName: "a@example.com", Organization: "nvidia", Role: "lead"},
+		PublicKey: &key.PublicKey, Validity: ValidityFor(time.Now(), 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, atv := range cert.Subject.Names {
+		got = append(got, atv.Type.String())
+	}
+	if strings.Join(got, " ") != "2.5.4.3 2.5.4.10 1.2.840.113549.1.9.2" {
+		t.Errorf("subject order %v, want CN, O, unstructuredName", got)
+	}
+	if cert.Subject.CommonName != "a@example.com" || cert.Subject.Organization[0] != "nvidia" || RoleOf(cert) != "lead" {
+		t.Errorf("subject %v", cert.Subject)
+	}
+}
