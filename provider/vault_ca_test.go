@@ -314,3 +314,42 @@ func mustRead(t *testing.T, c *api.Client, p string) map[string]any {
 	}
 	return s.Data
 }
+
+// TestAccVaultCA_RequestApproval: a site's request approved with the root
+// key in Transit; the signed zip verifies against the Transit-held root.
+func TestAccVaultCA_RequestApproval(t *testing.T) {
+	vaultTestClient(t)
+	dir := t.TempDir()
+	req, site := writeRequest(t, dir, "site-9.request.zip", "vaulted", "site-9", "nvidia", "client", "", nil)
+	out := filepath.Join(dir, "out")
+	cfg := vaultProjectConfig(dir, uniqueKey(t), "", "") + fmt.Sprintf(`
+resource "flare_server" "server1" {
+  project_id     = flare_project.p.id
+  name           = "localhost"
+  org            = "nvidia"
+}
+
+resource "flare_request_approval" "site_9" {
+  project_id  = flare_project.p.id
+  server      = flare_server.server1.descriptor
+  request_zip = %q
+  output_dir  = %q
+}
+`, req, out)
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{{
+			Config: cfg,
+			Check: resource.ComposeAggregateTestCheckFunc(
+				checkNoPrivateKeyInState,
+				func(*terraform.State) error {
+					if _, err := os.Stat(filepath.Join(dir, "ca", "rootCA.key")); !os.IsNotExist(err) {
+						return fmt.Errorf("a root key file exists although the key is in Transit (err=%v)", err)
+					}
+					return nil
+				},
+				checkSignedZip(filepath.Join(dir, "ca"), filepath.Join(out, "site-9.signed.zip"), site, "client"),
+			),
+		}},
+	})
+}
