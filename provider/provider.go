@@ -180,6 +180,7 @@ func (p *flareProvider) Resources(_ context.Context) []func() resource.Resource 
 		NewCVMKitResource,
 		NewCVMInstanceResource,
 		NewRequestApprovalResource,
+		NewRequestApprovalsResource,
 	}
 }
 

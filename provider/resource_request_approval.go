@@ -248,24 +248,13 @@ func (r *requestApprovalResource) inputs(m requestApprovalModel) (in approvalInp
 			*v = types.StringNull()
 		}
 	}
-	var err error
-	if in.ref, err = parseProjectID(m.ProjectID.ValueString()); err != nil {
-		diags.AddAttributeError(path.Root("project_id"), "Invalid Project ID", err.Error())
-		return in, false, diags
-	}
-	if lineBefore(in.ref.Line, 2, 9) {
-		diags.AddAttributeError(path.Root("project_id"), "Project Not On NVFlare 2.9",
-			fmt.Sprintf("project_id: the project is on NVFlare %s; distributed provisioning (nvflare cert request/approve, nvflare package) "+
-				"is new in 2.9 and sites that package a signed zip run 2.9. Set nvflare_version = \"2.9\" on the flare_project.", in.ref.Line))
+	var root *x509Cert
+	if in.ref, root, diags = approvalRoot(m.ProjectID.ValueString()); diags.HasError() {
 		return in, false, diags
 	}
 	in.store = in.ref.store()
-	root, rootErr := in.store.LoadCert()
-	if rootErr != nil && !errors.Is(rootErr, localca.ErrNoCA) {
-		diags.AddAttributeError(path.Root("project_id"), "Cannot Read Project Root", rootErr.Error())
-		return in, false, diags
-	}
 
+	var err error
 	reqAttr := path.Root("request_zip")
 	if !m.CSRPEM.IsNull() {
 		reqAttr = path.Root("csr_pem")
@@ -286,12 +275,12 @@ func (r *requestApprovalResource) inputs(m requestApprovalModel) (in approvalInp
 		return in, false, diags
 	}
 	req := in.req
-
-	switch req.CertType {
-	case pki.CertTypeServer:
-		diags.AddAttributeError(reqAttr, "Server Requests Are Not Approved Here",
-			fmt.Sprintf("%s: %q asks for a server certificate. The project's server is a flare_server, whose kit flare_startup_kit writes; "+
-				"approve only clients and admins (org_admin, lead, member) here.", reqAttr, req.Name))
+	if root != nil && !m.CSRPEM.IsNull() {
+		root = nil // a bare CSR takes the project's name: nothing to compare
+	}
+	d, fatal := checkApprovable(req, root, reqAttr, reqAttr.String())
+	diags.Append(d...)
+	if fatal {
 		return in, false, diags
 	}
 	if t := m.ParticipantType.ValueString(); t != "" && t != string(req.ParticipantType()) {
@@ -307,27 +296,74 @@ func (r *requestApprovalResource) inputs(m requestApprovalModel) (in approvalInp
 		diags.AddAttributeError(path.Root("org"), "Request Of Another Organization",
 			fmt.Sprintf("org: the request of %q is for org %q, not %q.", req.Name, req.Org, org))
 	}
-	if root != nil && m.CSRPEM.IsNull() && root.Subject.CommonName != req.Project {
-		diags.AddAttributeError(reqAttr, "Request Of Another Project",
-			fmt.Sprintf("%s: the request is for project %q, but project_id names project %q. Approve it with the flare_project "+
-				"of that name, or ask the site to run `nvflare cert request` with name: %s in its participant file.",
-				reqAttr, req.Project, root.Subject.CommonName, root.Subject.CommonName))
-	}
 
-	if in.server, err = parseDescriptor(m.Server.ValueString()); err != nil {
-		diags.AddAttributeError(path.Root("server"), "Invalid Server Descriptor", err.Error())
+	if in.server, in.endpoint, d = approvalEndpoint(m.ProjectID.ValueString(), m.Server.ValueString(), m.Scheme.ValueString(), m.ConnectionSecurity.ValueString()); d.HasError() {
+		diags.Append(d...)
 		return in, false, diags
 	}
-	sp := in.server.Participant
+	diags.Append(checkNotServerName(req.Name, in.endpoint, reqAttr, reqAttr.String())...)
+	return in, !diags.HasError(), diags
+}
+
+// approvalRoot checks a project_id for approvals: a flare_project id on
+// NVFlare 2.9 or later. root is nil before the project's first apply.
+func approvalRoot(projectID string) (ref caRef, root *x509Cert, diags diag.Diagnostics) {
+	var err error
+	if ref, err = parseProjectID(projectID); err != nil {
+		diags.AddAttributeError(path.Root("project_id"), "Invalid Project ID", err.Error())
+		return ref, nil, diags
+	}
+	if lineBefore(ref.Line, 2, 9) {
+		diags.AddAttributeError(path.Root("project_id"), "Project Not On NVFlare 2.9",
+			fmt.Sprintf("project_id: the project is on NVFlare %s; distributed provisioning (nvflare cert request/approve, nvflare package) "+
+				"is new in 2.9 and sites that package a signed zip run 2.9. Set nvflare_version = \"2.9\" on the flare_project.", ref.Line))
+		return ref, nil, diags
+	}
+	root, err = ref.store().LoadCert()
+	if err != nil && !errors.Is(err, localca.ErrNoCA) {
+		diags.AddAttributeError(path.Root("project_id"), "Cannot Read Project Root", err.Error())
+		return ref, nil, diags
+	}
+	return ref, root, diags
+}
+
+// checkApprovable refuses what is never approved here: server requests, and
+// requests of another project than root's (when root is known). label
+// starts each message and names the request. fatal: nothing more to check.
+func checkApprovable(req *approve.Request, root *x509Cert, attr path.Path, label string) (diags diag.Diagnostics, fatal bool) {
+	if req.CertType == pki.CertTypeServer {
+		diags.AddAttributeError(attr, "Server Requests Are Not Approved Here",
+			fmt.Sprintf("%s: %q asks for a server certificate. The project's server is a flare_server, whose kit flare_startup_kit writes; "+
+				"approve only clients and admins (org_admin, lead, member) here.", label, req.Name))
+		return diags, true
+	}
+	if root != nil && root.Subject.CommonName != req.Project {
+		diags.AddAttributeError(attr, "Request Of Another Project",
+			fmt.Sprintf("%s: the request is for project %q, but project_id names project %q. Approve it with the flare_project "+
+				"of that name, or ask the site to run `nvflare cert request` with name: %s in its participant file.",
+				label, req.Project, root.Subject.CommonName, root.Subject.CommonName))
+	}
+	return diags, false
+}
+
+// approvalEndpoint checks the server descriptor an approval names and
+// returns the endpoint that goes into signed.json.
+func approvalEndpoint(projectID, server, scheme, connSec string) (srv Descriptor, ep approve.Endpoint, diags diag.Diagnostics) {
+	var err error
+	if srv, err = parseDescriptor(server); err != nil {
+		diags.AddAttributeError(path.Root("server"), "Invalid Server Descriptor", err.Error())
+		return srv, ep, diags
+	}
+	sp := srv.Participant
 	if sp.Type != project.TypeServer {
 		diags.AddAttributeError(path.Root("server"), "Not A Server",
 			fmt.Sprintf("server: got the descriptor of %s %q; use flare_server.<name>.descriptor", sp.Type, sp.Name))
-		return in, false, diags
+		return srv, ep, diags
 	}
-	if in.server.ProjectID != m.ProjectID.ValueString() {
+	if srv.ProjectID != projectID {
 		diags.AddAttributeError(path.Root("server"), "Server Of Another Project",
-			fmt.Sprintf("server: %q belongs to project %s, the approval to %s; both must share one flare_project", sp.Name, in.server.ProjectID, m.ProjectID.ValueString()))
-		return in, false, diags
+			fmt.Sprintf("server: %q belongs to project %s, the approval to %s; both must share one flare_project", sp.Name, srv.ProjectID, projectID))
+		return srv, ep, diags
 	}
 	// `nvflare package` names the server in the site's kit by the host it
 	// dials, and 2.9 clients check the server certificate's identity
@@ -337,18 +373,23 @@ func (r *requestApprovalResource) inputs(m requestApprovalModel) (in approvalInp
 			fmt.Sprintf("server: %q is dialled as %q. A kit made by `nvflare package` expects the server's certificate to be "+
 				"named after the host it dials (2.9 clients refuse the connection otherwise: \"authenticated as %q but claimed endpoint "+
 				"requires identity %q\"). Name the flare_server %q and leave default_host unset.", sp.Name, sp.ServerHost(), sp.Name, sp.ServerHost(), sp.ServerHost()))
-		return in, false, diags
+		return srv, ep, diags
 	}
-	in.endpoint = approve.Endpoint{Scheme: m.Scheme.ValueString(), ConnectionSecurity: m.ConnectionSecurity.ValueString(),
+	ep = approve.Endpoint{Scheme: scheme, ConnectionSecurity: connSec,
 		Host: sp.ServerHost(), FedLearnPort: sp.FedLearnPort, AdminPort: sp.AdminPort}
-	if in.endpoint.AdminPort == 0 {
-		in.endpoint.AdminPort = in.endpoint.FedLearnPort
+	if ep.AdminPort == 0 {
+		ep.AdminPort = ep.FedLearnPort
 	}
-	if req.Name == sp.Name || req.Name == in.endpoint.Host {
-		diags.AddAttributeError(reqAttr, "Name Clash With The Server",
-			fmt.Sprintf("%s: %q is the server's name or host; `nvflare package` refuses it. The site must request another name.", reqAttr, req.Name))
+	return srv, ep, diags
+}
+
+// checkNotServerName refuses a participant named as the server.
+func checkNotServerName(name string, ep approve.Endpoint, attr path.Path, label string) (diags diag.Diagnostics) {
+	if name == ep.Host {
+		diags.AddAttributeError(attr, "Name Clash With The Server",
+			fmt.Sprintf("%s: %q is the server's name or host; `nvflare package` refuses it. The site must request another name.", label, name))
 	}
-	return in, !diags.HasError(), diags
+	return diags
 }
 
 // An approval's record in the CA directory is participants/<name>.crt (the
@@ -374,10 +415,19 @@ func approvalOwnerPath(store localca.Store, name string) string {
 
 // approvalOwner identifies an approval across its replacements.
 func approvalOwner(m requestApprovalModel, name string) string {
-	zipPath, _ := filepath.Abs(filepath.Join(m.OutputDir.ValueString(), approve.SignedZipName(name)))
 	source := "csr_pem"
 	if !m.RequestZip.IsNull() {
-		source, _ = filepath.Abs(m.RequestZip.ValueString())
+		source = m.RequestZip.ValueString()
+	}
+	return ownerRecord(filepath.Join(m.OutputDir.ValueString(), approve.SignedZipName(name)), source)
+}
+
+// ownerRecord is the .approval content of an approval that writes zipPath
+// from source (a request zip's path, or "csr_pem"): absolute paths.
+func ownerRecord(zipPath, source string) string {
+	zipPath, _ = filepath.Abs(zipPath)
+	if source != "csr_pem" {
+		source, _ = filepath.Abs(source)
 	}
 	return "signed_zip=" + zipPath + "\nsource=" + source + "\n"
 }
@@ -393,7 +443,7 @@ func nameTaken(store localca.Store, name, owner string) string {
 		if b, err := os.ReadFile(approvalOwnerPath(store, name)); err == nil && string(b) == owner {
 			return "" // our own approval, being replaced
 		}
-		return fmt.Sprintf("%q is already approved in this project (%s exists), by another flare_request_approval (or another output_dir or request file). "+
+		return fmt.Sprintf("%q is already approved in this project (%s exists), by another flare_request_approval or flare_request_approvals (or another output_dir or request file). "+
 			"Names are unique in a project: remove the other approval first, or have the site request another name.", name, store.ParticipantCertPath(name))
 	}
 	return ""
@@ -592,6 +642,13 @@ func (r *requestApprovalResource) setState(_ context.Context, m *requestApproval
 // certificate appears complete or not at all, and exclusively: two
 // approvals of one name in the same apply cannot both claim it.
 func claimName(store localca.Store, name string, certPEM []byte, owner string) error {
+	return claimRecord(store, name, certPEM, owner, func(rec string) bool { return rec == owner })
+}
+
+// claimRecord is claimName where ours tells, from the owner recorded in
+// the .approval file, whether an existing record is the caller's own (then
+// it is replaced).
+func claimRecord(store localca.Store, name string, certPEM []byte, owner string, ours func(recorded string) bool) error {
 	if _, err := os.Stat(store.ParticipantKeyPath(name)); err == nil {
 		return fs.ErrExist
 	}
@@ -600,7 +657,7 @@ func claimName(store localca.Store, name string, certPEM []byte, owner string) e
 		return err
 	}
 	mine := false
-	if b, err := os.ReadFile(approvalOwnerPath(store, name)); err == nil && string(b) == owner {
+	if b, err := os.ReadFile(approvalOwnerPath(store, name)); err == nil && ours(string(b)) {
 		mine = true // our earlier approval, replaced create-before-destroy
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(final), "."+filepath.Base(final)+".tmp-*")
@@ -773,22 +830,9 @@ func (r *requestApprovalResource) Update(ctx context.Context, req resource.Updat
 		resp.Diagnostics.AddError("Cannot Rebuild Signed Zip", err.Error())
 		return
 	}
-	rec, recErr := in.store.LoadParticipantCert(in.req.Name)
-	switch {
-	case recErr == nil && bytes.Equal(rec, certPEM):
-	case errors.Is(recErr, fs.ErrNotExist):
-		if err := claimName(in.store, in.req.Name, certPEM, approvalOwner(m, in.req.Name)); err != nil {
-			resp.Diagnostics.AddError("Cannot Record Approval", fmt.Sprintf("%s: %v", in.store.ParticipantCertPath(in.req.Name), err))
-			return
-		}
-	default:
-		resp.Diagnostics.AddError("Participant Name Taken",
-			fmt.Sprintf("%s holds another certificate than this approval's: another resource took %q. Remove it, or replace this approval (terraform apply -replace).",
-				in.store.ParticipantCertPath(in.req.Name), in.req.Name))
-		return
-	}
-	if err := atomicfile.Write(approvalOwnerPath(in.store, in.req.Name), []byte(approvalOwner(m, in.req.Name)), 0o644); err != nil {
-		resp.Diagnostics.AddError("Cannot Record Approval", err.Error())
+	owner := approvalOwner(m, in.req.Name)
+	if summary, detail := ensureRecord(in.store, in.req.Name, certPEM, owner, func(string) bool { return false }); summary != "" {
+		resp.Diagnostics.AddError(summary, detail)
 		return
 	}
 	zipPath := filepath.Join(m.OutputDir.ValueString(), approve.SignedZipName(in.req.Name))
@@ -829,17 +873,60 @@ func (r *requestApprovalResource) Delete(ctx context.Context, req resource.Delet
 	if name == "" {
 		return
 	}
-	// Only our own record: never another participant's certificate.
+	cert := []byte(m.CertificatePEM.ValueString())
+	if err := removeRecord(store, name, func(rec []byte) bool { return bytes.Equal(rec, cert) }); err != nil {
+		resp.Diagnostics.AddError("Cannot Remove Approval Record", err.Error())
+	}
+}
+
+// ensureRecord makes the CA directory record certPEM as name's approval,
+// owned by owner: a lost record is claimed again; a record of another
+// certificate is refused unless ours says its owner is the caller. It
+// returns a diagnostic's summary and detail, or "" when the record is in
+// place.
+func ensureRecord(store localca.Store, name string, certPEM []byte, owner string, ours func(recorded string) bool) (string, string) {
+	rec, recErr := store.LoadParticipantCert(name)
+	switch {
+	case recErr == nil && bytes.Equal(rec, certPEM):
+	case errors.Is(recErr, fs.ErrNotExist) || recErr == nil:
+		err := claimRecord(store, name, certPEM, owner, func(recorded string) bool { return recErr == nil && ours(recorded) })
+		if errors.Is(err, fs.ErrExist) {
+			return "Participant Name Taken", fmt.Sprintf("%s holds another certificate than this approval's: another resource took %q. "+
+				"Remove it, or replace this approval (terraform apply -replace).", store.ParticipantCertPath(name), name)
+		}
+		if err != nil {
+			return "Cannot Record Approval", fmt.Sprintf("%s: %v", store.ParticipantCertPath(name), err)
+		}
+	default:
+		return "Cannot Record Approval", recErr.Error()
+	}
+	if b, err := os.ReadFile(approvalOwnerPath(store, name)); err == nil && string(b) == owner {
+		return "", ""
+	}
+	if err := atomicfile.Write(approvalOwnerPath(store, name), []byte(owner), 0o644); err != nil {
+		return "Cannot Record Approval", err.Error()
+	}
+	return "", ""
+}
+
+// removeRecord removes name's approval record if ours says the recorded
+// certificate is the caller's: never another participant's certificate,
+// nor a participant with a key.
+func removeRecord(store localca.Store, name string, ours func(certPEM []byte) bool) error {
 	rec, err := store.LoadParticipantCert(name)
-	if err == nil && bytes.Equal(rec, []byte(m.CertificatePEM.ValueString())) {
-		if _, keyErr := os.Stat(store.ParticipantKeyPath(name)); errors.Is(keyErr, fs.ErrNotExist) {
-			for _, p := range []string{store.ParticipantCertPath(name), approvalOwnerPath(store, name)} {
-				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					resp.Diagnostics.AddError("Cannot Remove Approval Record", err.Error())
-				}
-			}
+	if err != nil || !ours(rec) {
+		return nil
+	}
+	if _, keyErr := os.Stat(store.ParticipantKeyPath(name)); !errors.Is(keyErr, fs.ErrNotExist) {
+		return nil
+	}
+	var errs []error
+	for _, p := range []string{store.ParticipantCertPath(name), approvalOwnerPath(store, name)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // ImportState takes "<path of the signed zip>@<project_id>", e.g.
