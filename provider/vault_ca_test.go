@@ -325,8 +325,10 @@ func TestAccVaultCA_RequestApproval(t *testing.T) {
 	cfg := vaultProjectConfig(dir, uniqueKey(t), "", "") + fmt.Sprintf(`
 resource "flare_server" "server1" {
   project_id     = flare_project.p.id
-  name           = "localhost"
+  name           = "server1"
   org            = "nvidia"
+  fed_learn_port = 8002
+  admin_port     = 8003
 }
 
 resource "flare_request_approval" "site_9" {
