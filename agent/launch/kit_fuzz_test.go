@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -33,10 +32,7 @@ func fuzzManifest() (*cvm.Manifest, map[string][]byte) {
 		m.Drives = append(m.Drives, cvm.Drive{Name: d, File: d + ".qcow2", Format: "raw", Serial: d,
 			FileSize: int64(len(files[d+".qcow2"])), SHA256: hex.EncodeToString(s[:])})
 	}
-	// A kit serial (launch.json "serial", >= 1) where the manifest has one.
-	if v := reflect.ValueOf(m).Elem().FieldByName("Serial"); v.IsValid() && v.CanInt() {
-		v.SetInt(1)
-	}
+	m.Serial = 1 // launch.json "serial", >= 1
 	return m, files
 }
 
