@@ -9,11 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"sync"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
-	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -51,7 +50,7 @@ type requestApprovalsModel struct {
 	ID                 types.String `tfsdk:"id"`
 	ProjectID          types.String `tfsdk:"project_id"`
 	Server             types.String `tfsdk:"server"`
-	RequestZips        types.Set    `tfsdk:"request_zips"`
+	RequestZips        types.List   `tfsdk:"request_zips"`
 	Scheme             types.String `tfsdk:"scheme"`
 	ConnectionSecurity types.String `tfsdk:"connection_security"`
 	ValidityDays       types.Int64  `tfsdk:"validity_days"`
@@ -111,12 +110,14 @@ func (r *requestApprovalsResource) Schema(_ context.Context, _ resource.SchemaRe
 				MarkdownDescription: "`flare_server.<name>.descriptor`: the server the sites' kits connect to, named after its host. " +
 					"A change rewrites every signed zip (same certificates).",
 			},
-			"request_zips": schema.SetAttribute{
+			"request_zips": schema.ListAttribute{
 				Required: true, ElementType: types.StringType,
-				Validators: []validator.Set{setvalidator.SizeAtLeast(1), setvalidator.ValueStringsAre(stringvalidator.LengthAtLeast(1))},
+				Validators: []validator.List{listvalidator.SizeAtLeast(1), listvalidator.ValueStringsAre(stringvalidator.LengthAtLeast(1))},
 				MarkdownDescription: "Paths of the `<name>.request.zip` files the sites made with `nvflare cert request`, for example " +
-					"`[for f in fileset(\"requests\", \"*.request.zip\") : \"requests/${f}\"]`. Each is checked at plan time as " +
-					"`flare_request_approval.request_zip` is, and must stay readable. Two requests of one name are refused.",
+					"`[for f in fileset(\"requests\", \"*.request.zip\") : \"requests/${f}\"]`. The order does not matter and a path may " +
+					"appear once. (A list, not a set: the plugin framework compares the elements of a set pairwise on every refresh and " +
+					"apply, seconds for a thousand paths.) Each is checked at plan time as `flare_request_approval.request_zip` is, " +
+					"and must stay readable. Two requests of one name are refused.",
 			},
 			"scheme": schema.StringAttribute{
 				Optional: true, Computed: true, Default: stringdefault.StaticString(defaultApprovalScheme),
@@ -250,8 +251,8 @@ func parallel(n int, f func(i int)) {
 	wg.Wait()
 }
 
-func requestAttr(p string) path.Path {
-	return path.Root("request_zips").AtSetValue(types.StringValue(p))
+func requestAttr(i int) path.Path {
+	return path.Root("request_zips").AtListIndex(i)
 }
 
 // approvalsEnv is what every approval of the set is checked against.
@@ -279,6 +280,7 @@ func (m *requestApprovalsModel) known() bool {
 	return true
 }
 
+// paths lists request_zips in order.
 func (m *requestApprovalsModel) paths() []string {
 	var out []string
 	for _, v := range m.RequestZips.Elements() {
@@ -286,7 +288,6 @@ func (m *requestApprovalsModel) paths() []string {
 			out = append(out, s.ValueString())
 		}
 	}
-	sort.Strings(out)
 	return out
 }
 
@@ -338,8 +339,15 @@ func bySource(recs map[string]approvalRecord) map[string]approvalRecord {
 // names this resource approved already.
 func checkRequests(entries []*requestEntry, env approvalsEnv, outputDir string, held map[string]string) (diags diag.Diagnostics) {
 	byName := map[string]string{}
-	for _, e := range entries {
-		at, label := requestAttr(e.Path), "request_zips: "+e.Path
+	byPath := map[string]bool{}
+	for i, e := range entries {
+		at, label := requestAttr(i), "request_zips: "+e.Path
+		if byPath[filepath.Clean(e.Path)] {
+			diags.AddAttributeError(at, "Duplicate Request Zip",
+				fmt.Sprintf("%s is listed twice; list each request zip once.", label))
+			continue
+		}
+		byPath[filepath.Clean(e.Path)] = true
 		if e.err != nil {
 			diags.AddAttributeError(at, "Invalid Certificate Request", fmt.Sprintf("request_zips: %v", e.err))
 			continue
@@ -559,13 +567,13 @@ func (r *requestApprovalsResource) apply(ctx context.Context, plan, state *reque
 			recs[name], zips[name], sums[name] = had, held[name], digests[name]
 		}
 	}
-	for _, w := range work {
+	for i, w := range work {
 		name := w.e.Name
 		if w.warn != "" {
-			diags.AddAttributeWarning(requestAttr(w.e.Path), "Approved Again", w.warn)
+			diags.AddAttributeWarning(requestAttr(i), "Approved Again", w.warn)
 		}
 		if w.err != nil {
-			diags.AddAttributeError(requestAttr(w.e.Path), w.errSum, fmt.Sprintf("request_zips: %s: %v", w.e.Path, w.err))
+			diags.AddAttributeError(requestAttr(i), w.errSum, fmt.Sprintf("request_zips: %s: %v", w.e.Path, w.err))
 			keepOld(name)
 			continue
 		}

@@ -298,3 +298,48 @@ resource "flare_client" "site_d" {
 		},
 	})
 }
+
+// BenchmarkReadRequests is the plan-time reading of 1,000 request zips:
+// cold (every zip parsed and verified, as on the first plan) and cached (the
+// zips apply approved, recognised by path and digest, as on every later plan).
+func BenchmarkReadRequests(b *testing.B) {
+	dir := b.TempDir()
+	r, err := approvetest.New("acc", "site-1", "nvidia", "client", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := r.Zip()
+	if err != nil {
+		b.Fatal(err)
+	}
+	paths := make([]string, 1000)
+	for i := range paths {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("site-%d.request.zip", i))
+		if err := os.WriteFile(paths[i], data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("cold", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			for _, e := range readRequests(paths, nil) {
+				if e.err != nil || e.req == nil {
+					b.Fatal(e.err)
+				}
+			}
+		}
+	})
+	cache := map[string]approvalRecord{}
+	for _, e := range readRequests(paths, nil) {
+		e.rec.name = e.Name
+		cache[e.Path] = e.rec
+	}
+	b.Run("cached", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			for _, e := range readRequests(paths, cache) {
+				if e.err != nil || e.req != nil {
+					b.Fatal("not from the cache", e.err)
+				}
+			}
+		}
+	})
+}
