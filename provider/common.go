@@ -97,3 +97,7 @@ func projectIDModifiers() []planmodifier.String {
 		"Changing the project's CA replaces this resource; a new NVFlare line alone does not.",
 		"Changing the project's CA replaces this resource; a new NVFlare line alone does not.")}
 }
+
+// descriptorCheck validates a participant descriptor attribute.
+var descriptorCheck = stringCheck{summary: "Invalid Participant Descriptor", desc: "a participant's descriptor (flare_<type>.<name>.descriptor)",
+	check: func(s string) error { _, err := parseDescriptor(s); return err }}

@@ -85,8 +85,7 @@ func (r *clientsResource) Metadata(_ context.Context, req resource.MetadataReque
 
 func (r *clientsResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
-	descriptor := stringCheck{summary: "Invalid Participant Descriptor", desc: "a server's descriptor",
-		check: func(s string) error { _, err := parseDescriptor(s); return err }}
+	descriptor := descriptorCheck
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Many FL clients of a project with their keys, certificates and startup kits, as one " +
 			"resource. Use it for large federations: Terraform's own cost per `for_each` instance grows with the " +

@@ -92,9 +92,7 @@ func (r *requestApprovalResource) Metadata(_ context.Context, req resource.Metad
 
 func (r *requestApprovalResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	keep := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
-	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
-	descriptor := stringCheck{summary: "Invalid Server Descriptor", desc: "a flare_server descriptor",
-		check: func(s string) error { _, err := parseDescriptor(s); return err }}
+	descriptor := descriptorCheck
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Approves a site's certificate request as `nvflare cert approve` does in NVFlare 2.9's " +
 			"distributed provisioning: the site runs `nvflare cert request` (its private key never leaves it) and sends " +
@@ -107,7 +105,7 @@ func (r *requestApprovalResource) Schema(_ context.Context, _ resource.SchemaReq
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "Path of the signed zip."},
 			"project_id": schema.StringAttribute{
-				Required: true, PlanModifiers: replace,
+				Required: true, PlanModifiers: projectIDModifiers(),
 				MarkdownDescription: "`flare_project.<name>.id`: the CA that signs the certificate. The request's project must be this project's name.",
 				Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
 					check: func(s string) error { _, err := storeFromProjectID(s); return err }}},

@@ -87,8 +87,7 @@ func (r *requestApprovalsResource) Metadata(_ context.Context, req resource.Meta
 
 func (r *requestApprovalsResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	keep := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
-	descriptor := stringCheck{summary: "Invalid Server Descriptor", desc: "a flare_server descriptor",
-		check: func(s string) error { _, err := parseDescriptor(s); return err }}
+	descriptor := descriptorCheck
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Approves many NVFlare 2.9 certificate requests as one resource: `flare_request_approval` " +
 			"for large federations, where Terraform's own cost per `for_each` instance dominates. Every request zip is " +
@@ -100,7 +99,7 @@ func (r *requestApprovalsResource) Schema(_ context.Context, _ resource.SchemaRe
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "The output directory."},
 			"project_id": schema.StringAttribute{
-				Required: true, PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+				Required: true, PlanModifiers: projectIDModifiers(),
 				MarkdownDescription: "`flare_project.<name>.id`: the CA that signs the certificates. Each request's project must be this project's name.",
 				Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
 					check: func(s string) error { _, err := storeFromProjectID(s); return err }}},

@@ -64,8 +64,7 @@ func (r *startupKitResource) Metadata(_ context.Context, req resource.MetadataRe
 
 func (r *startupKitResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	keep := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
-	descriptor := stringCheck{summary: "Invalid Participant Descriptor", desc: "a participant's descriptor",
-		check: func(s string) error { _, err := parseDescriptor(s); return err }}
+	descriptor := descriptorCheck
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Writes one participant's NVFlare startup kit to `<output_dir>/<name>/`: `startup/` " +
 			"(root CA, the participant's certificate and key, `fed_*.json`, start scripts, `signature.json`), " +
