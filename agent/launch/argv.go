@@ -45,6 +45,16 @@ type Options struct {
 	ForwardAddress string
 }
 
+// SandboxArg is QEMU's -sandbox: seccomp on, and QEMU may not use
+// obsolete system calls, gain privileges (setuid and friends), spawn
+// processes (fork, execve) or change its scheduling and CPU affinity. A
+// guest that escapes device emulation lands in a process that can do
+// little more than its own I/O; the systemd unit adds the rest (an
+// unprivileged user, no capabilities, a read-only system). QEMU 7.2
+// accepts these keys; spawn and elevateprivileges forbid -daemonize
+// (fork, setsid), so Start detaches QEMU itself.
+const SandboxArg = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
 // qemuOpt escapes a value inside a QEMU option list.
 func qemuOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
@@ -53,8 +63,8 @@ func qemuOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 const maxSocketPath = 107
 
 // Args returns QEMU's arguments (without the binary) for the kit at kitDir.
-// QEMU daemonizes once QMP listens (-daemonize, -pidfile), so it outlives
-// the agent.
+// QEMU writes -pidfile and runs sandboxed (SandboxArg); it outlives
+// the agent: Start runs it in its own session.
 func Args(m *cvm.Manifest, kitDir string, o Options) ([]string, error) {
 	if err := CheckManifest(m); err != nil {
 		return nil, err
@@ -162,7 +172,7 @@ func Args(m *cvm.Manifest, kitDir string, o Options) ([]string, error) {
 		"-serial", "chardev:flare-console",
 		"-qmp", "unix:"+qemuOpt(o.QMPSocket)+",server=on,wait=off",
 		"-pidfile", o.PIDFile,
-		"-daemonize",
+		"-sandbox", SandboxArg,
 	)
 	return a, nil
 }

@@ -96,7 +96,7 @@ func TestArgsSNP(t *testing.T) {
 		"-device virtserialport,bus=flare-vser0.0,chardev=flare-attest-chr,id=flare-attest,name=org.flare.attest",
 		"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:8002-:8002",
 		"-qmp unix:/run/f/qmp.sock,server=on,wait=off",
-		"-no-reboot", "-daemonize",
+		"-no-reboot", "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("SNP argv lacks %q:\n%s", want, got)

@@ -60,26 +60,68 @@ func versionCmd() *cobra.Command {
 }
 
 func probeCmd() *cobra.Command {
-	var qemu, mode string
+	var qemu, mode, cfgPath, stateDir string
+	var strict bool
 	c := &cobra.Command{
 		Use:   "probe",
-		Short: "Check QEMU, KVM and SEV-SNP support on this host and print what a launch would use",
-		Args:  cobra.NoArgs,
+		Short: "Check QEMU, KVM and SEV-SNP support on this host, and what the agent lacks when run as this user",
+		Long: `Check QEMU, KVM and SEV-SNP support on this host and print what a launch would use.
+
+"runtime" reports what the agent lacks when run as the current user, the
+way the systemd unit runs it (the unprivileged flare-agent user with the
+kvm group): access to /dev/kvm and /dev/sev, a writable state_dir, the site
+kit, and QEMU starting under its seccomp sandbox. Running as root is a
+warning. Run it as that user:
+
+  sudo -u flare-agent flare-agent probe --config /etc/flare-agent/agent.yaml
+
+With --strict it exits 1 when runtime.problems is not empty.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			env := currentEnv()
+			env.StateDir = stateDir
+			if cfgPath != "" {
+				cfg, err := config.Load(cfgPath)
+				if err != nil {
+					return err
+				}
+				if !cmd.Flags().Changed("qemu") {
+					qemu = cfg.QEMU
+				}
+				if !cmd.Flags().Changed("mode") {
+					mode = cfg.Mode
+				}
+				if stateDir == "" {
+					env.StateDir = cfg.StateDir
+				}
+				env.KitDir = cfg.KitDir
+			}
+			env.Mode, env.QEMU = mode, qemu
 			h := launch.Probe(cmd.Context(), qemu)
 			eff, err := h.EffectiveMode(mode)
+			rt := checkRuntime(cmd.Context(), env)
 			out := map[string]any{"qemu": h.QEMU, "qemu_version": h.QEMUVersionText, "qemu_error": h.QEMUError,
-				"kvm": h.KVM, "kvm_error": h.KVMError, "snp": h.SNP, "mode": mode, "effective_mode": eff}
+				"kvm": h.KVM, "kvm_error": h.KVMError, "snp": h.SNP, "mode": mode, "effective_mode": eff,
+				"runtime": rt}
 			if err != nil {
 				out["mode_error"] = err.Error()
 			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
-			return enc.Encode(out)
+			if err := enc.Encode(out); err != nil {
+				return err
+			}
+			if strict && len(rt.Problems) > 0 {
+				return fmt.Errorf("%d problem(s): %s", len(rt.Problems), strings.Join(rt.Problems, "; "))
+			}
+			return nil
 		},
 	}
-	c.Flags().StringVar(&qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
-	c.Flags().StringVar(&mode, "mode", api.ModeAuto, "mode to resolve: auto, snp or simulated")
+	c.Flags().StringVar(&qemu, "qemu", "qemu-system-x86_64", "QEMU binary (default: the config's)")
+	c.Flags().StringVar(&mode, "mode", api.ModeAuto, "mode to resolve: auto, snp or simulated (default: the config's)")
+	c.Flags().StringVarP(&cfgPath, "config", "c", "", "agent.yaml to take qemu, mode, state_dir and kit_dir from")
+	c.Flags().StringVar(&stateDir, "state-dir", "", "state directory to check for writing (default: the config's)")
+	c.Flags().BoolVar(&strict, "strict", false, "exit 1 when the runtime check finds a problem")
 	return c
 }
 
@@ -150,8 +192,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), TLSConfig: id.TLSConfig(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := srv.HTTPServer(log) // read, write, idle and header timeouts from agent.yaml
 	errc := make(chan error, 2)
 	go func() { errc <- hs.ServeTLS(ln, "", "") }()
 	var status *http.Server
@@ -160,7 +201,7 @@ func serve(ctx context.Context, cfg *config.Config) error {
 		if err != nil {
 			return err
 		}
-		status = &http.Server{Handler: srv.StatusHandler(), ReadHeaderTimeout: 10 * time.Second}
+		status = srv.StatusHTTPServer()
 		go func() { errc <- status.Serve(sl) }()
 		log.Info("status page on plain HTTP", "addr", sl.Addr().String())
 	}
