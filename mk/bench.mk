@@ -12,6 +12,8 @@
 #                               (the largest with TF_LOG=trace; '' skips)
 #   BENCH_GO_TIME=3s            -benchtime of the Go benchmarks
 #   BENCH_GO_PKGS=./internal/...  packages whose Go benchmarks run
+#   BENCH_APPROVALS=1000        request zips approved by flare_request_approvals
+#                               (made first by bench/makerequests; 0 skips)
 #
 # make bench-agent (part of make bench): a real flare-agent on 127.0.0.1
 # launching and attesting the busybox guest (agent/e2e benchmarks); writes
@@ -25,6 +27,7 @@ BENCH_SWEEP_SIZE  ?= 100
 BENCH_PER_RESOURCE_SIZES ?= 100,1000
 BENCH_GO_TIME     ?= 3s
 BENCH_GO_PKGS     ?= ./internal/...
+BENCH_APPROVALS   ?= 1000
 BENCH_RC          := $(BUILD)/bench.tfrc
 BENCH_GO_OUT      := $(BUILD)/bench-go.txt
 BENCH_AGENT_N     ?= 10
@@ -49,4 +52,5 @@ bench: build terraform interop-venv-newest bench-go bench-agent
 	    --main-tf examples/quickstart/main.tf --go-bench $(BENCH_GO_OUT) --out bench/results.md \
 	    --sizes $(BENCH_SIZES) --parallelism $(BENCH_PARALLELISM) \
 	    --sweep-size $(BENCH_SWEEP_SIZE) --sweep '$(BENCH_SWEEP)' \
-	    --per-resource-sizes '$(BENCH_PER_RESOURCE_SIZES)' --go-pkgs '$(BENCH_GO_PKGS)'
+	    --per-resource-sizes '$(BENCH_PER_RESOURCE_SIZES)' --go-pkgs '$(BENCH_GO_PKGS)' \
+	    --approvals $(BENCH_APPROVALS)
