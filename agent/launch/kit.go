@@ -39,7 +39,7 @@ const maxKitFileBytes = 4 << 20
 // without blocking on a FIFO, and refuses anything but a regular file, so
 // what is read is a file's content and nothing a writer can feed twice.
 func openRegular(p string) (*os.File, os.FileInfo, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	f, err := os.OpenFile(p, os.O_RDONLY|oNoFollow|oNonBlock|oCloExec, 0)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, nil, fmt.Errorf("%s is a symlink, not a regular file", p)

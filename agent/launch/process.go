@@ -45,7 +45,7 @@ func Start(ctx context.Context, qemu string, args []string, pidFile string) (int
 	// Not CommandContext: QEMU outlives the request that started it.
 	cmd := exec.Command(qemu, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr = newSession()
 	cmd.Dir = "/"
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("QEMU failed to start: %v", err)
@@ -136,7 +136,7 @@ func startDaemonize(ctx context.Context, qemu string, args []string, pidFile str
 	cmd := exec.CommandContext(ctx, qemu, args...)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.SysProcAttr = newSession()
 	cmd.Dir = "/"
 	if err := cmd.Run(); err != nil {
 		return 0, fmt.Errorf("QEMU failed to start: %v: %s", err, trimOut(stderr.Bytes()))
@@ -168,7 +168,7 @@ func Alive(pid int, marker string) bool {
 	if pid <= 1 {
 		return false
 	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+	if err := signalPID(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
@@ -214,5 +214,5 @@ func Kill(pid int, marker string) error {
 	if !Alive(pid, marker) {
 		return nil
 	}
-	return syscall.Kill(pid, syscall.SIGKILL)
+	return signalPID(pid, syscall.SIGKILL)
 }

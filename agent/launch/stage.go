@@ -10,9 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // Stage makes dest, a new 0700 folder the agent alone writes (in the
@@ -57,7 +54,7 @@ func Stage(k *Kit, dest string, move, hashed bool) error {
 }
 
 func writeNew(p string, b []byte) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
 	if err != nil {
 		return err
 	}
@@ -81,13 +78,13 @@ func copyIn(src, dst string, f KitFile, k *Kit) error {
 	if fi.Size() != f.Size {
 		return fmt.Errorf("%s is %d bytes, launch.json says %d", f.Name, fi.Size(), f.Size)
 	}
-	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
 	if err != nil {
 		return err
 	}
 	defer out.Close()
 	h := sha256.New()
-	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
+	if cloneFile(out, in) == nil {
 		// A reflink shares the source's blocks as they are now; reading
 		// the copy hashes exactly what QEMU will open.
 		if _, err := io.Copy(h, out); err != nil {
