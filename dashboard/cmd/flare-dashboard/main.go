@@ -1,0 +1,77 @@
+// Command flare-dashboard serves an NVIDIA FLARE Dashboard API
+// (API-compatible with NVFlare's own) from one folder.
+//
+//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/flarekit/terraform-provider-flare/dashboard"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "flare-dashboard:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org]`
+
+func run(args []string) error {
+	if len(args) == 0 || args[0] != "serve" {
+		return errors.New(usage)
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	folder := fs.String("folder", "", "folder holding db.sqlite and jwt.key (created if missing)")
+	port := fs.Int("port", 8443, "TCP port (0: any free port)")
+	host := fs.String("host", "127.0.0.1", "address to listen on")
+	cred := fs.String("cred", os.Getenv("NVFL_CREDENTIAL"), "first project admin as email:password:org (first start only; default: admin@nvidia.com with a generated password)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *folder == "" {
+		return errors.New("--folder is required\n" + usage)
+	}
+	var c *dashboard.Credential
+	if *cred != "" {
+		pc, err := dashboard.ParseCredential(*cred)
+		if err != nil {
+			return err
+		}
+		c = &pc
+	}
+	srv, err := dashboard.Open(*folder, c, os.Stdout)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", net.JoinHostPort(*host, fmt.Sprint(*port)))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("flare-dashboard listening on http://%s\n", ln.Addr())
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return hs.Shutdown(sctx)
+	}
+}

@@ -1,0 +1,26 @@
+# flare-dashboard: NVFlare's Dashboard API in Go (dashboard/, issue 13).
+#
+#   make dashboard        build build/bin/flare-dashboard
+#   make dashboard-test   the dashboard's Go tests, including the differential
+#                         test against NVFlare 2.9.0's own Dashboard (Flask,
+#                         from build/venv-2.9.0, on 127.0.0.1); with
+#                         FLARE_REQUIRE_NVFLARE=1 a missing venv fails
+#                         instead of skipping. About 5 s.
+#
+# `go test ./...` in `make test` already runs these tests (the differential
+# one skips when build/venv-2.9.0 is missing); this target is not added to
+# `test`.
+#
+# Included by GNUmakefile (BUILD, BIN, GO come from there); the venv rule
+# ($(BUILD)/venv-%/.interop-tools.stamp) is mk/interop.mk's.
+
+DASHBOARD_BIN        := $(BIN)/flare-dashboard
+DASHBOARD_TEST_ARGS  ?= -count=1 -timeout 5m
+
+.PHONY: dashboard dashboard-test
+
+dashboard:
+	$(GO) build -o $(DASHBOARD_BIN) ./dashboard/cmd/flare-dashboard
+
+dashboard-test: $(BUILD)/venv-2.9.0/.interop-tools.stamp
+	FLARE_REQUIRE_NVFLARE=1 $(GO) test $(DASHBOARD_TEST_ARGS) ./dashboard/...
