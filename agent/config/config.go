@@ -70,6 +70,33 @@ type Config struct {
 	AllowedKitDirs []string `yaml:"allowed_kit_dirs"`
 	// MaxUploadBytes bounds an uploaded kit archive (unpacked size too).
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// MaxConcurrentUploads is how many uploads may be received at once;
+	// more get 429.
+	MaxConcurrentUploads int `yaml:"max_concurrent_uploads"`
+	// MaxUploadsTotalBytes bounds what all uploads in progress may unpack
+	// together: each upload is admitted with the part of it still free
+	// (at most max_upload_bytes), and refused with 429 when none is.
+	MaxUploadsTotalBytes int64 `yaml:"max_uploads_total_bytes"`
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout bound
+	// every connection of the API: request headers, a whole request
+	// (headers and body), the answer (from the end of the headers), and
+	// an idle keep-alive connection. Handlers that need longer (an
+	// upload's body, a launch copying drives, a stop) extend their own
+	// request's deadlines.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	ReadTimeout       Duration `yaml:"read_timeout"`
+	WriteTimeout      Duration `yaml:"write_timeout"`
+	IdleTimeout       Duration `yaml:"idle_timeout"`
+	// UploadTimeout bounds receiving one upload's body (a slow or stalled
+	// upload is cut off and its partial files deleted).
+	UploadTimeout Duration `yaml:"upload_timeout"`
+	// LaunchTimeout bounds a launch's answer: copying and hashing a kit's
+	// drives and starting QEMU.
+	LaunchTimeout Duration `yaml:"launch_timeout"`
+	// ConsoleLogMaxBytes caps a CVM's console.log, which the guest
+	// writes: beyond it the log is rotated to console.log.1 (the older
+	// one dropped), so a CVM keeps at most about twice this on disk.
+	ConsoleLogMaxBytes int64 `yaml:"console_log_max_bytes"`
 	// Network is "user" (QEMU user networking with the kit's
 	// allowed_ports forwarded) or "none".
 	Network string `yaml:"network"`
@@ -130,6 +157,15 @@ const (
 	DefaultAttestTimeout  = 30 * time.Second
 	DefaultMaxUploadBytes = 16 << 30
 	DefaultMaxRestarts    = 3
+
+	DefaultMaxConcurrentUploads = 2
+	DefaultReadHeaderTimeout    = 10 * time.Second
+	DefaultReadTimeout          = 30 * time.Second
+	DefaultWriteTimeout         = 60 * time.Second
+	DefaultIdleTimeout          = 120 * time.Second
+	DefaultUploadTimeout        = 30 * time.Minute
+	DefaultLaunchTimeout        = 30 * time.Minute
+	DefaultConsoleLogMaxBytes   = 16 << 20
 )
 
 // Load reads and checks path.
@@ -192,6 +228,24 @@ func (c *Config) applyDefaults() {
 	if c.MaxUploadBytes == 0 {
 		c.MaxUploadBytes = DefaultMaxUploadBytes
 	}
+	if c.MaxConcurrentUploads == 0 {
+		c.MaxConcurrentUploads = DefaultMaxConcurrentUploads
+	}
+	if c.MaxUploadsTotalBytes == 0 {
+		c.MaxUploadsTotalBytes = int64(c.MaxConcurrentUploads) * c.MaxUploadBytes
+	}
+	for _, d := range []struct {
+		v   *Duration
+		def time.Duration
+	}{{&c.ReadHeaderTimeout, DefaultReadHeaderTimeout}, {&c.ReadTimeout, DefaultReadTimeout}, {&c.WriteTimeout, DefaultWriteTimeout},
+		{&c.IdleTimeout, DefaultIdleTimeout}, {&c.UploadTimeout, DefaultUploadTimeout}, {&c.LaunchTimeout, DefaultLaunchTimeout}} {
+		if *d.v == 0 {
+			*d.v = Duration(d.def)
+		}
+	}
+	if c.ConsoleLogMaxBytes == 0 {
+		c.ConsoleLogMaxBytes = DefaultConsoleLogMaxBytes
+	}
 	if c.Network == "" {
 		c.Network = "user"
 	}
@@ -250,6 +304,15 @@ func (c *Config) Validate() error {
 	}
 	if c.StopTimeout < 0 || c.AttestTimeout < 0 {
 		errs = append(errs, errors.New("stop_timeout and attest_timeout must be positive"))
+	}
+	if c.MaxUploadBytes < 0 || c.MaxUploadsTotalBytes < 0 || c.MaxConcurrentUploads < 0 {
+		errs = append(errs, errors.New("max_upload_bytes, max_uploads_total_bytes and max_concurrent_uploads must be positive"))
+	}
+	if c.ConsoleLogMaxBytes < 0 || (c.ConsoleLogMaxBytes > 0 && c.ConsoleLogMaxBytes < 4096) {
+		errs = append(errs, fmt.Errorf("console_log_max_bytes %d: give at least 4096", c.ConsoleLogMaxBytes))
+	}
+	if c.ReadHeaderTimeout < 0 || c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 || c.UploadTimeout < 0 || c.LaunchTimeout < 0 {
+		errs = append(errs, errors.New("read_header_timeout, read_timeout, write_timeout, idle_timeout, upload_timeout and launch_timeout must be positive"))
 	}
 	switch c.Network {
 	case "user", "none":

@@ -16,11 +16,29 @@ import (
 	"github.com/flarekit/terraform-provider-flare/internal/attest"
 )
 
-// Attest asks the guest of CVM id for evidence bound to nonce and verifies
-// it. A report that fails a check gives a verdict with Verified false; an
-// error means there was nothing to check (unknown CVM, guest not
-// answering, unreadable evidence).
+// Attest asks the guest of CVM id for evidence bound to a caller's nonce
+// and verifies it. A report that fails a check gives a verdict with
+// Verified false; an error means there was nothing to check (unknown CVM,
+// guest not answering, unreadable evidence). The verdict is the caller's
+// alone: it does not change the CVM's status (LastVerdict, GuestReady),
+// which only the agent's own rounds (SelfAttest) set.
 func (m *Manager) Attest(ctx context.Context, id string, nonce []byte) (*api.Verdict, error) {
+	return m.attest(ctx, id, nonce, false)
+}
+
+// SelfAttest is the agent's own round with a nonce of its own; its verdict
+// is the CVM's LastVerdict (what the status page and CVM status show).
+func (m *Manager) SelfAttest(ctx context.Context, id string) (*api.Verdict, error) {
+	nonce := make([]byte, 32)
+	_, _ = rand.Read(nonce)
+	return m.attest(ctx, id, nonce, true)
+}
+
+// MaxAttestQueue is how many attestation requests may wait for one CVM's
+// guest at once; more are refused with ErrBusy.
+const MaxAttestQueue = 8
+
+func (m *Manager) attest(ctx context.Context, id string, nonce []byte, own bool) (*api.Verdict, error) {
 	if len(nonce) < attest.MinNonceSize || len(nonce) > attest.MaxNonceSize {
 		return nil, fmt.Errorf("%w: nonce must be %d to %d bytes, got %d", ErrBadKit, attest.MinNonceSize, attest.MaxNonceSize, len(nonce))
 	}
@@ -43,8 +61,17 @@ func (m *Manager) Attest(ctx context.Context, id string, nonce []byte) (*api.Ver
 	if exp.Simulated {
 		req.Simulated = &guestproto.SimulatedPlatform{Measurement: exp.Measurement, HostData: exp.HostData, Policy: exp.Policy}
 	}
+	if n := in.attestWaiting.Add(1); n > MaxAttestQueue {
+		in.attestWaiting.Add(-1)
+		return nil, fmt.Errorf("%w: %d attestation requests for CVM %s are waiting already; retry later", ErrBusy, n-1, id)
+	}
 	t0 := time.Now()
 	in.attestMu.Lock()
+	in.attestWaiting.Add(-1)
+	if err := ctx.Err(); err != nil {
+		in.attestMu.Unlock()
+		return nil, fmt.Errorf("%w: attestation of CVM %s: %v while waiting for earlier requests", ErrUnavailable, id, err)
+	}
 	resp, err := in.attest.roundTrip(ctx, sock, req, m.cfg.AttestTimeout.D())
 	in.attestMu.Unlock()
 	fetch := time.Since(t0)
@@ -80,11 +107,13 @@ func (m *Manager) Attest(ctx context.Context, id string, nonce []byte) (*api.Ver
 	m.Metrics.Attestations.WithLabelValues(st.Mode, result).Inc()
 	m.Metrics.AttestSeconds.WithLabelValues("fetch").Observe(fetch.Seconds())
 	m.Metrics.AttestSeconds.WithLabelValues("verify").Observe(verify.Seconds())
-	in.update(func(r *record) {
-		r.CVM.GuestReady = true
-		r.CVM.LastVerdict = &api.Summary{Verified: v.Verified, Simulated: v.Simulated, At: v.At}
-	})
-	m.log.Info("attestation", "cvm", id, "verified", v.Verified, "simulated", v.Simulated, "reasons", v.Reasons,
+	if own {
+		in.update(func(r *record) {
+			r.CVM.GuestReady = true
+			r.CVM.LastVerdict = &api.Summary{Verified: v.Verified, Simulated: v.Simulated, At: v.At}
+		})
+	}
+	m.log.Info("attestation", "cvm", id, "own", own, "verified", v.Verified, "simulated", v.Simulated, "reasons", v.Reasons,
 		"fetch_ms", v.FetchMillis, "verify_ms", v.VerifyMillis)
 	return v, nil
 }

@@ -119,6 +119,7 @@ type kitOpts struct {
 	serial      int64 // 0: no serial in launch.json
 	drive       string
 	cmdline     string
+	memoryMiB   int // 0: 256
 }
 
 func copyTo(t *testing.T, src, dst string) {
@@ -173,6 +174,9 @@ func (f *fixture) kit(o kitOpts) (string, []byte) {
 		Drives: []cvm.Drive{{Name: "root", File: "root.qcow2", Format: "qcow2", VirtualSize: 16 << 20, SizeGB: 1,
 			FileSize: d.Size, SHA256: d.SHA256, Serial: "root", MountPoint: "/", Filesystem: "ext4", Label: "root"}},
 		AllowedPorts: []int{}, AllowedOutPorts: []int{}, HostsEntries: map[string]string{}, CCIssuers: []cvm.Issuer{}}
+	if o.memoryMiB != 0 {
+		m.MemoryMiB = o.memoryMiB
+	}
 	mj, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)

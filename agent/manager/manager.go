@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,8 @@ var (
 	ErrConflict    = errors.New("conflict")
 	ErrBadKit      = errors.New("bad kit")
 	ErrUnavailable = errors.New("unavailable")
+	// ErrBusy: too many requests of this kind are in progress (429).
+	ErrBusy = errors.New("busy")
 )
 
 // Expected are the values a CVM's reports must carry, from its launch.json.
@@ -77,10 +80,18 @@ type Manager struct {
 
 	launchMu sync.Mutex       // the one-CVM-per-kit check, serials and registration
 	serials  map[string]int64 // highest serial launched per participant (serials.json); nil until loaded
-	mu       sync.Mutex
-	cvms     map[string]*instance
-	closing  bool
-	wg       sync.WaitGroup
+	// MemInfo is the file the host's memory is read from (MemTotal);
+	// empty: /proc/meminfo.
+	MemInfo string
+	// RotateEvery is how often console logs are checked against
+	// console_log_max_bytes; 0: every second.
+	RotateEvery time.Duration
+
+	mu           sync.Mutex
+	cvms         map[string]*instance
+	closing      bool
+	stopRotation chan struct{}
+	wg           sync.WaitGroup
 }
 
 // record is state.json.
@@ -117,6 +128,8 @@ type instance struct {
 	opMu     sync.Mutex // serializes launch, relaunch and stop
 	attestMu sync.Mutex // one guest round trip at a time; guards attest
 	attest   attestConn
+	// attestWaiting counts attestation requests waiting for attestMu.
+	attestWaiting atomic.Int32
 }
 
 // New prepares a manager; call Recover before serving. Its metrics are
@@ -290,6 +303,10 @@ func (m *Manager) Launch(ctx context.Context, kitDir, by string, verifyDrives, o
 		}
 	}
 	if err := m.checkSerial(man); err != nil {
+		m.launchMu.Unlock()
+		return api.CVM{}, err
+	}
+	if err := m.checkMemory(man); err != nil {
 		m.launchMu.Unlock()
 		return api.CVM{}, err
 	}
@@ -508,6 +525,9 @@ func (in *instance) watch(mon *qmp.SocketMonitor, events <-chan qmp.Event, pid i
 				open, _ := ev.Data["open"].(bool)
 				in.update(func(r *record) { r.CVM.GuestReady = open })
 				m.log.Info("guest attestation port", "cvm", id, "open", open)
+				if open {
+					in.selfCheck()
+				}
 			}
 		case "SHUTDOWN":
 			reason, _ := ev.Data["reason"].(string)
@@ -769,6 +789,9 @@ func (m *Manager) Recover(ctx context.Context) error {
 			}
 			if err := in.attach(ctx); err == nil {
 				m.log.Info("re-attached to running CVM", "cvm", st.ID, "pid", pid, "state", in.status().State, "guest_ready", in.status().GuestReady)
+				if in.status().GuestReady {
+					in.selfCheck()
+				}
 				continue
 			} else {
 				m.log.Error("QEMU runs but QMP does not answer; killing it", "cvm", st.ID, "pid", pid, "err", err)
@@ -778,12 +801,18 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 		in.exitedHandled(in.exited, "QEMU ended while the agent was not running")
 	}
+	m.removeStaleUploads()
+	m.startConsoleRotation()
 	return nil
 }
 
 // Close detaches from every QEMU and leaves them running.
 func (m *Manager) Close() {
 	m.mu.Lock()
+	if m.stopRotation != nil {
+		close(m.stopRotation)
+		m.stopRotation = nil
+	}
 	m.closing = true
 	ins := make([]*instance, 0, len(m.cvms))
 	for _, in := range m.cvms {

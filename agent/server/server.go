@@ -13,11 +13,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,10 +36,13 @@ import (
 // Version is reported by /healthz; the build may set it with -ldflags.
 var Version = "dev"
 
-// Roles that may launch and stop CVMs.
+// Roles that may launch and stop CVMs (project_admin, org_admin of the
+// site's org) or read the site's CVMs, console logs and metrics (those,
+// and lead of the site's org).
 const (
 	RoleProjectAdmin = "project_admin"
 	RoleOrgAdmin     = "org_admin"
+	RoleLead         = "lead"
 )
 
 // Identity is the agent's TLS identity from the site's startup kit.
@@ -111,6 +117,12 @@ type Server struct {
 	started  time.Time
 	// httpReqs counts requests by route and code.
 	httpReqs *prometheus.CounterVec
+	// statusHosts are the host names the status page answers to.
+	statusHosts map[string]bool
+	// Uploads in progress: their number and the bytes reserved for them.
+	upMu       sync.Mutex
+	upCount    int
+	upReserved int64
 }
 
 // New builds the server. reg must be the registry the manager's metrics
@@ -124,7 +136,55 @@ func New(cfg *config.Config, id *Identity, mgr *manager.Manager, log *slog.Logge
 	s.httpReqs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "flare_agent", Name: "http_requests_total",
 		Help: "API requests by route and status code."}, []string{"route", "code"})
 	reg.MustRegister(s.httpReqs)
+	s.statusHosts = statusHosts(cfg, id)
 	return s
+}
+
+// statusHosts: localhost forms, the configured listen hosts, and the
+// names and addresses of the agent's certificate. A browser that reached
+// the page through any other name (DNS rebinding) is refused.
+func statusHosts(cfg *config.Config, id *Identity) map[string]bool {
+	h := map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true}
+	add := func(n string) {
+		n = strings.ToLower(strings.TrimSuffix(strings.Trim(n, "[]"), "."))
+		if ip := net.ParseIP(n); ip != nil {
+			if ip.IsUnspecified() {
+				return
+			}
+			n = ip.String()
+		}
+		if n != "" {
+			h[n] = true
+		}
+	}
+	for _, l := range []string{cfg.Listen, cfg.StatusListen} {
+		if host, _, err := net.SplitHostPort(l); err == nil {
+			add(host)
+		}
+	}
+	if id != nil && id.Leaf != nil {
+		add(id.Leaf.Subject.CommonName)
+		for _, n := range id.Leaf.DNSNames {
+			add(n)
+		}
+		for _, ip := range id.Leaf.IPAddresses {
+			add(ip.String())
+		}
+	}
+	return h
+}
+
+// hostAllowed reports whether the request's Host names this agent.
+func (s *Server) hostAllowed(r *http.Request) bool {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	if ip := net.ParseIP(host); ip != nil {
+		return s.statusHosts[ip.String()] || ip.IsLoopback()
+	}
+	return s.statusHosts[host] || strings.HasSuffix(host, ".localhost")
 }
 
 // Principal is the caller as its certificate says.
@@ -136,6 +196,23 @@ type Principal struct {
 func (s *Server) CanManage(p Principal) bool {
 	return p.Role == RoleProjectAdmin || (p.Role == RoleOrgAdmin && s.org != "" && p.Org == s.org)
 }
+
+// CanRead: who may list CVMs, read their full status and console logs,
+// and read /metrics: project_admin, or org_admin or lead of the site's
+// org. Any other certificate of the project may only check health, fetch
+// attestation reports and read a CVM's attestation-related status.
+func (s *Server) CanRead(p Principal) bool {
+	return p.Role == RoleProjectAdmin || ((p.Role == RoleOrgAdmin || p.Role == RoleLead) && s.org != "" && p.Org == s.org)
+}
+
+// Access levels of a route.
+type access int
+
+const (
+	anyCert  access = iota // any certificate of the project
+	readers                // CanRead
+	managers               // CanManage
+)
 
 func principalOf(r *http.Request) (Principal, bool) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
@@ -152,26 +229,32 @@ func principalOf(r *http.Request) (Principal, bool) {
 type ctxKey struct{}
 
 // Handler is the full mTLS API. Every route needs a verified client
-// certificate; launch, upload and stop need a managing role.
+// certificate; lists, full status, console logs and metrics need a
+// reading role (CanRead), launch, upload and stop a managing one
+// (CanManage). Requests with a body must say what it is (Content-Type),
+// and unsafe cross-origin requests from browsers are refused.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	read := func(route string, h http.HandlerFunc) { mux.Handle(route, s.wrap(route, false, h)) }
-	write := func(route string, h http.HandlerFunc) { mux.Handle(route, s.wrap(route, true, h)) }
-	read("GET /healthz", s.health)
-	read("GET /v1/cvms", s.list)
-	read("GET /v1/cvms/{id}", s.get)
-	write("POST /v1/cvms", s.launch)
-	write("POST /v1/cvms/upload", s.upload)
-	write("DELETE /v1/cvms/{id}", s.stop)
-	read("POST /v1/cvms/{id}/attestation", s.attest)
-	read("GET /v1/cvms/{id}/logs", s.logs)
-	read("GET /openapi.yaml", s.openAPI)
-	mux.Handle("GET /metrics", s.wrap("GET /metrics", false, promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}).ServeHTTP))
-	read("GET /{$}", s.statusPage)
-	mux.Handle("/", s.wrap("other", false, func(w http.ResponseWriter, r *http.Request) {
+	route := func(a access, route string, h http.HandlerFunc) { mux.Handle(route, s.wrap(route, a, h)) }
+	route(anyCert, "GET /healthz", s.health)
+	route(readers, "GET /v1/cvms", s.list)
+	route(anyCert, "GET /v1/cvms/{id}", s.get)
+	route(managers, "POST /v1/cvms", s.launch)
+	route(managers, "POST /v1/cvms/upload", s.upload)
+	route(managers, "DELETE /v1/cvms/{id}", s.stop)
+	route(anyCert, "POST /v1/cvms/{id}/attestation", s.attest)
+	route(readers, "GET /v1/cvms/{id}/logs", s.logs)
+	route(anyCert, "GET /openapi.yaml", s.openAPI)
+	route(readers, "GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}).ServeHTTP)
+	route(anyCert, "GET /{$}", s.statusPage)
+	mux.Handle("/", s.wrap("other", anyCert, func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	}))
-	return mux
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusForbidden, "cross-origin request refused: the agent's API is not for browsers of other sites")
+	}))
+	return cop.Handler(mux)
 }
 
 // StatusHandler serves only the read-only HTML status page, without
@@ -182,6 +265,39 @@ func (s *Server) StatusHandler() http.Handler {
 	return mux
 }
 
+// HTTPServer is the API's http.Server with the configured timeouts: a
+// connection that sends its headers, its body or nothing too slowly, or
+// idles too long, is closed.
+func (s *Server) HTTPServer(log *slog.Logger) *http.Server {
+	hs := &http.Server{Handler: s.Handler(), TLSConfig: s.id.TLSConfig(),
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout.D(), ReadTimeout: s.cfg.ReadTimeout.D(),
+		WriteTimeout: s.cfg.WriteTimeout.D(), IdleTimeout: s.cfg.IdleTimeout.D(), MaxHeaderBytes: 64 << 10}
+	if log != nil {
+		hs.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	}
+	return hs
+}
+
+// StatusHTTPServer serves StatusHandler with the same timeouts.
+func (s *Server) StatusHTTPServer() *http.Server {
+	return &http.Server{Handler: s.StatusHandler(), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout.D(), ReadTimeout: s.cfg.ReadTimeout.D(),
+		WriteTimeout: s.cfg.WriteTimeout.D(), IdleTimeout: s.cfg.IdleTimeout.D(), MaxHeaderBytes: 64 << 10}
+}
+
+// extend gives this request's connection until d from now to read its
+// body and write its answer, for handlers that need longer than
+// read_timeout/write_timeout.
+func extend(w http.ResponseWriter, read, write time.Duration) {
+	rc := http.NewResponseController(w)
+	now := time.Now()
+	if read > 0 {
+		_ = rc.SetReadDeadline(now.Add(read))
+	}
+	if write > 0 {
+		_ = rc.SetWriteDeadline(now.Add(write))
+	}
+}
+
 type statusRecorder struct {
 	http.ResponseWriter
 	code int
@@ -189,7 +305,10 @@ type statusRecorder struct {
 
 func (r *statusRecorder) WriteHeader(c int) { r.code = c; r.ResponseWriter.WriteHeader(c) }
 
-func (s *Server) wrap(route string, manage bool, h http.HandlerFunc) http.Handler {
+// Unwrap lets http.ResponseController reach the connection.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) wrap(route string, a access, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: 200}
 		t0 := time.Now()
@@ -202,9 +321,15 @@ func (s *Server) wrap(route string, manage bool, h http.HandlerFunc) http.Handle
 			writeErr(rec, http.StatusUnauthorized, "a client certificate from the project's CA is required")
 			return
 		}
-		if manage && !s.CanManage(p) {
+		if a == managers && !s.CanManage(p) {
 			s.log.Warn("forbidden", "method", r.Method, "path", r.URL.Path, "cn", p.CN, "role", p.Role, "org", p.Org)
 			writeErr(rec, http.StatusForbidden, fmt.Sprintf("%s (role %q, org %q) may not %s: launching and stopping CVMs needs role project_admin, or org_admin of org %q",
+				p.CN, p.Role, p.Org, r.Method+" "+r.URL.Path, s.org))
+			return
+		}
+		if a == readers && !s.CanRead(p) {
+			s.log.Warn("forbidden", "method", r.Method, "path", r.URL.Path, "cn", p.CN, "role", p.Role, "org", p.Org)
+			writeErr(rec, http.StatusForbidden, fmt.Sprintf("%s (role %q, org %q) may not %s: CVM lists, console logs and metrics need role project_admin, or org_admin or lead of org %q (any certificate of the project may fetch attestation reports)",
 				p.CN, p.Role, p.Org, r.Method+" "+r.URL.Path, s.org))
 			return
 		}
@@ -241,9 +366,12 @@ func writeMgrErr(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, manager.ErrUnavailable):
 		code = http.StatusServiceUnavailable
+	case errors.Is(err, manager.ErrBusy):
+		code = http.StatusTooManyRequests
+		w.Header().Set("Retry-After", "5")
 	}
 	msg := err.Error()
-	for _, e := range []error{manager.ErrNotFound, manager.ErrBadKit, manager.ErrConflict, manager.ErrUnavailable} {
+	for _, e := range []error{manager.ErrNotFound, manager.ErrBadKit, manager.ErrConflict, manager.ErrUnavailable, manager.ErrBusy} {
 		msg = strings.TrimPrefix(msg, e.Error()+": ")
 	}
 	writeErr(w, code, msg)
@@ -268,26 +396,65 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, api.CVMList{CVMs: s.mgr.List()})
 }
 
+// get answers a reading role with the CVM's full status, and any other
+// certificate with what attesting it needs (Attested).
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	v, err := s.mgr.Get(r.PathValue("id"))
 	if err != nil {
 		writeMgrErr(w, err)
 		return
 	}
+	if !s.CanRead(caller(r)) {
+		v = Attested(v)
+	}
 	writeJSON(w, 200, v)
 }
 
+// Attested is the part of a CVM's status any certificate of the project
+// may read: which kit and participant it runs, its state, mode and the
+// values its reports must carry; not where its kit lies, who launched it,
+// its process, errors or timings.
+func Attested(c api.CVM) api.CVM {
+	return api.CVM{ID: c.ID, KitID: c.KitID, Participant: c.Participant, Role: c.Role, Mode: c.Mode, Accel: c.Accel,
+		State: c.State, GuestReady: c.GuestReady, VCPUs: c.VCPUs, MemoryMiB: c.MemoryMiB, GuestPolicy: c.GuestPolicy,
+		HostData: c.HostData, ExpectedMeasurement: c.ExpectedMeasurement, CreatedAt: c.CreatedAt, StartedAt: c.StartedAt,
+		StoppedAt: c.StoppedAt}
+}
+
+// maxJSONBody bounds a JSON request body.
+const maxJSONBody = 1 << 20
+
+// decodeJSON reads exactly one JSON value of a body whose Content-Type is
+// application/json (415 otherwise: an HTML form cannot send that type
+// across origins) and nothing after it but white space (400).
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	ct := r.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		if ct == "" {
+			ct = "none"
+		}
+		writeErr(w, http.StatusUnsupportedMediaType, fmt.Sprintf("request body must be JSON with Content-Type: application/json (got %s)", ct))
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeErr(w, http.StatusBadRequest, "request body: "+err.Error())
+		code := http.StatusBadRequest
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			code = http.StatusRequestEntityTooLarge
+		}
+		writeErr(w, code, "request body: "+err.Error())
+		return false
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeErr(w, http.StatusBadRequest, "request body: data after the JSON value: send exactly one JSON object")
 		return false
 	}
 	return true
 }
 
 func (s *Server) launch(w http.ResponseWriter, r *http.Request) {
+	extend(w, 0, s.cfg.LaunchTimeout.D()) // copying and hashing drives
 	var req api.LaunchRequest
 	if !decodeJSON(w, r, &req) {
 		return
@@ -305,7 +472,62 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, v)
 }
 
+// Upload content types: an archive, never what an HTML form can send.
+var uploadTypes = map[string]bool{"application/gzip": true, "application/x-gzip": true, "application/octet-stream": true}
+
+// admitUpload reserves an upload slot and the bytes the upload may unpack
+// to: at most max_upload_bytes, and no more than is left of
+// max_uploads_total_bytes. release gives both back.
+func (s *Server) admitUpload() (budget int64, release func(), msg string) {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	if max := s.cfg.MaxConcurrentUploads; max > 0 && s.upCount >= max {
+		return 0, nil, fmt.Sprintf("%d uploads are in progress, the most max_concurrent_uploads allows; retry when one has finished", s.upCount)
+	}
+	budget = s.cfg.MaxUploadBytes
+	if total := s.cfg.MaxUploadsTotalBytes; total > 0 {
+		free := total - s.upReserved
+		if free <= 0 {
+			return 0, nil, fmt.Sprintf("the %d uploads in progress may unpack to %d bytes, all max_uploads_total_bytes (%d) allows; retry when one has finished",
+				s.upCount, s.upReserved, total)
+		}
+		budget = min(budget, free)
+	}
+	s.upCount++
+	s.upReserved += budget
+	var once sync.Once
+	return budget, func() {
+		once.Do(func() {
+			s.upMu.Lock()
+			s.upCount--
+			s.upReserved -= budget
+			s.upMu.Unlock()
+		})
+	}, ""
+}
+
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
+	ct := r.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || !uploadTypes[mt] {
+		if ct == "" {
+			ct = "none"
+		}
+		writeErr(w, http.StatusUnsupportedMediaType, fmt.Sprintf("an upload is a kit archive with Content-Type: application/gzip (got %s)", ct))
+		return
+	}
+	if r.ContentLength > s.cfg.MaxUploadBytes {
+		writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("kit archive of %d bytes is larger than max_upload_bytes (%d)", r.ContentLength, s.cfg.MaxUploadBytes))
+		return
+	}
+	budget, release, msg := s.admitUpload()
+	if release == nil {
+		w.Header().Set("Retry-After", "10")
+		writeErr(w, http.StatusTooManyRequests, msg)
+		return
+	}
+	defer release()
+	// The body may take upload_timeout; the launch after it launch_timeout.
+	extend(w, s.cfg.UploadTimeout.D(), s.cfg.UploadTimeout.D()+s.cfg.LaunchTimeout.D())
 	if err := os.MkdirAll(s.mgr.KitsDir(), 0o700); err != nil {
 		writeErr(w, 500, err.Error())
 		return
@@ -317,12 +539,29 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	os.Remove(dest) // Unpack creates it
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
-	kitDir, _, err := launch.Unpack(body, dest, s.cfg.MaxUploadBytes)
+	kitDir, _, err := launch.Unpack(body, dest, budget)
 	if err != nil {
+		// Whatever arrived is deleted: a stalled, cut or refused upload
+		// leaves nothing behind.
 		os.RemoveAll(dest)
-		writeErr(w, http.StatusBadRequest, "uploaded kit rejected: "+err.Error())
+		code, text := http.StatusBadRequest, "uploaded kit rejected: "+err.Error()
+		switch {
+		case errors.As(err, new(*http.MaxBytesError)):
+			code, text = http.StatusRequestEntityTooLarge, fmt.Sprintf("kit archive is larger than max_upload_bytes (%d)", s.cfg.MaxUploadBytes)
+		case strings.Contains(err.Error(), "unpacks to more than") && budget < s.cfg.MaxUploadBytes:
+			w.Header().Set("Retry-After", "10")
+			code, text = http.StatusTooManyRequests, fmt.Sprintf("kit archive unpacks to more than the %d bytes left of max_uploads_total_bytes (%d) beside the other uploads in progress; retry when they have finished",
+				budget, s.cfg.MaxUploadsTotalBytes)
+		case strings.Contains(err.Error(), "unpacks to more than"):
+			code = http.StatusRequestEntityTooLarge
+		case errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err):
+			code, text = http.StatusRequestTimeout, fmt.Sprintf("kit archive not received within upload_timeout (%s); the partial upload was deleted", s.cfg.UploadTimeout.D())
+		}
+		s.log.Warn("upload refused", "by", caller(r).CN, "code", code, "err", err)
+		writeErr(w, code, text)
 		return
 	}
+	release()                                                              // unpacked and checked: the files move into the CVM's folder now
 	v, err := s.mgr.Launch(r.Context(), kitDir, caller(r).CN, false, true) // files were just verified by Unpack
 	if err != nil {
 		if v.ID == "" {
@@ -334,7 +573,13 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, v)
 }
 
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func (s *Server) stop(w http.ResponseWriter, r *http.Request) {
+	extend(w, 0, s.cfg.StopTimeout.D()+60*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StopTimeout.D()+45*time.Second)
 	defer cancel()
 	v, err := s.mgr.Stop(ctx, r.PathValue("id"))
@@ -351,7 +596,12 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	v, err := s.mgr.Attest(r.Context(), r.PathValue("id"), req.Nonce)
+	// Waiting behind earlier requests and the guest's round trip.
+	budget := 2*s.cfg.AttestTimeout.D() + 10*time.Second
+	extend(w, 0, budget+5*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), budget)
+	defer cancel()
+	v, err := s.mgr.Attest(ctx, r.PathValue("id"), req.Nonce)
 	if err != nil {
 		writeMgrErr(w, err)
 		return

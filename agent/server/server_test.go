@@ -68,10 +68,15 @@ func newCA(t *testing.T) pki.CA {
 // newFixture serves the API over mTLS with a manager whose QEMU is
 // /bin/false; setup may write state before the manager recovers it.
 func newFixture(t *testing.T, setup func(stateDir string)) *fixture {
+	return newFixtureWith(t, "", setup)
+}
+
+// newFixtureWith adds extra lines to agent.yaml.
+func newFixtureWith(t *testing.T, extra string, setup func(stateDir string)) *fixture {
 	t.Helper()
 	f := &fixture{t: t, dir: t.TempDir(), ca: newCA(t)}
 	writeKit(t, f.ca, filepath.Join(f.dir, "site"), "server", pki.Subject{CommonName: "site-1", Organization: "org-a"})
-	cfg, err := config.Parse([]byte("listen: 127.0.0.1:0\nstate_dir: state\nkit_dir: site\nmode: simulated\nqemu: /bin/false\n"), f.dir)
+	cfg, err := config.Parse([]byte("listen: 127.0.0.1:0\nstate_dir: state\nkit_dir: site\nmode: simulated\nqemu: /bin/false\n"+extra), f.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,9 +129,6 @@ func TestAuthorization(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := f.client(strings.ReplaceAll(tc.name, " ", "_"), tc.subj)
-			if _, err := c.List(ctx); err != nil {
-				t.Fatalf("read: %v", err)
-			}
 			h, err := c.Health(ctx)
 			if err != nil || h.EffectiveMode != api.ModeSimulated || h.Org != "org-a" || h.Site != "site-1" {
 				t.Fatalf("health %+v %v", h, err)
@@ -200,7 +202,7 @@ func TestStatusPageAndLogs(t *testing.T) {
 		writeRecord(t, stateDir, api.CVM{ID: "0a1b2c3d-bbbbbb", KitID: "0a1b2c3d", Participant: "site-1<script>", Role: "server", Mode: api.ModeSimulated,
 			Accel: "tcg", State: api.StateCrashed, LastError: "QEMU exited without a stop request", CreatedAt: now})
 	})
-	c := f.client("reader", pki.Subject{CommonName: "m@a", Organization: "org-a", Role: "member"})
+	c := f.client("reader", pki.Subject{CommonName: "lead@a", Organization: "org-a", Role: "lead"})
 	ctx := context.Background()
 	l, err := c.List(ctx)
 	if err != nil || len(l) != 2 || l[0].ID != "0a1b2c3d-aaaaaa" {

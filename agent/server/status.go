@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"html/template"
 	"net/http"
 	"time"
@@ -78,6 +79,13 @@ QEMU {{.H.QEMUVersion}} · KVM {{if .H.KVM}}yes{{else}}no (TCG){{end}} · versio
 `))
 
 func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
+	if !s.hostAllowed(r) {
+		// DNS rebinding: a page of another site whose name now resolves
+		// to this host must not read the status.
+		s.log.Warn("status page: unknown Host refused", "host", r.Host, "remote", r.RemoteAddr)
+		http.Error(w, fmt.Sprintf("unknown host %q: open the status page as localhost, 127.0.0.1, the configured listen address or a name in the agent's certificate", r.Host), http.StatusForbidden)
+		return
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 	data := struct {
