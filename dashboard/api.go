@@ -45,8 +45,22 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("GET "+p+"/clients/{id}", s.auth(s.getClient))
 		mux.HandleFunc("PATCH "+p+"/clients/{id}", s.auth(s.patchClient))
 		mux.HandleFunc("DELETE "+p+"/clients/{id}", s.auth(s.deleteClient))
+		mux.HandleFunc("POST "+p+"/servers/{id}/blob", intID(s.auth(s.serverBlob)))
+		mux.HandleFunc("POST "+p+"/clients/{id}/blob", intID(s.auth(s.clientBlob)))
+		mux.HandleFunc("POST "+p+"/users/{id}/blob", intID(s.auth(s.userBlob)))
 	}
 	return mux
+}
+
+// intID answers 404 for an {id} that is not a number, as Flask's <int:id>.
+func intID(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if _, err := strconv.ParseUint(r.PathValue("id"), 10, 63); err != nil {
+			writeJSON(w, 404, obj{"status": "not found"})
+			return
+		}
+		h(w, r)
+	}
 }
 
 func (s *Server) now() time.Time {
@@ -266,6 +280,17 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request, c *Claims)
 	}
 	if v, set := truthyJSON(m["server_props"]); set {
 		p.ServerProps = v
+	}
+	if p.Frozen && p.RootCert == "" {
+		// NVFlare freezes anything and fails at the first download (500).
+		if p.ShortName == "" || p.Server1 == "" {
+			writeJSON(w, 422, obj{"status": "short_name and server1 must be set to freeze the project"})
+			return
+		}
+		if err := makeRoot(p, s.now()); err != nil {
+			s.fail(w, err)
+			return
+		}
 	}
 	if err := s.Store.UpdateProject(p); err != nil {
 		s.fail(w, err)

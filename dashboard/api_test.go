@@ -252,8 +252,12 @@ func TestAPIRules(t *testing.T) {
 	if st, _ := c.do("DELETE", "/api/v1/users/2", admin, nil); st != 404 {
 		t.Fatalf("delete missing user: %d", st)
 	}
-	// Freezing: later patches answer 200 "Project is frozen" and change nothing.
-	if st, _ := c.do("PATCH", "/api/v1/project", admin, map[string]any{"frozen": true}); st != 200 {
+	// Freezing needs short_name and server1 (they name the root CA and
+	// the server); then later patches answer 200 "Project is frozen".
+	if st, _ := c.do("PATCH", "/api/v1/project", admin, map[string]any{"frozen": true}); st != 422 {
+		t.Fatalf("freeze without short_name: %d", st)
+	}
+	if st, _ := c.do("PATCH", "/api/v1/project", admin, map[string]any{"frozen": true, "short_name": "p", "server1": "server1"}); st != 200 {
 		t.Fatal(st)
 	}
 	if st, r := c.do("PATCH", "/api/v1/project", admin, map[string]any{"frozen": false}); st != 200 || r["status"] != "Project is frozen" {

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"archive/zip"
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
@@ -113,6 +114,7 @@ type answer struct {
 	status int
 	body   any
 	raw    string
+	header http.Header
 }
 
 func call(t *testing.T, method, url, auth string, body any) answer {
@@ -138,7 +140,7 @@ func call(t *testing.T, method, url, auth string, body any) answer {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	a := answer{status: resp.StatusCode, raw: string(raw)}
+	a := answer{status: resp.StatusCode, raw: string(raw), header: resp.Header}
 	if err := json.Unmarshal(raw, &a.body); err != nil {
 		a.body = nil
 	}
@@ -272,6 +274,8 @@ func TestDifferentialNVFlare(t *testing.T) {
 		{name: "admin renames site-2 to site-1", method: "PATCH", path: "/clients/2", who: "admin", body: map[string]any{"name": "site-1"}},
 		{name: "patch a missing client", method: "PATCH", path: "/clients/999", who: "admin", body: map[string]any{"name": "z"}},
 		{name: "alice patches the project", method: "PATCH", path: "/project", who: "alice again", body: map[string]any{"title": "mine"}},
+		{name: "server blob before freezing", method: "POST", path: "/servers/1/blob", who: "admin", body: map[string]any{"pin": "abc123"},
+			differs: "NVFlare: HTTP 500 (no root CA before freezing); ours: 409", wantOurs: 409},
 		{name: "organizations", method: "GET", path: "/organizations"},
 		{name: "project counts", method: "GET", path: "/project"},
 		{name: "freeze", method: "PATCH", path: "/project", who: "admin", body: map[string]any{"frozen": true}},
@@ -279,6 +283,18 @@ func TestDifferentialNVFlare(t *testing.T) {
 		{name: "frozen project", method: "GET", path: "/project"},
 		{name: "sign up after freezing", method: "POST", path: "/users", body: map[string]any{
 			"name": "Fay", "email": "fay@f.org", "password": "pw", "organization": "orgF", "role": "member"}},
+		{name: "server blob as alice", method: "POST", path: "/servers/1/blob", who: "alice again", body: map[string]any{"pin": "abc123"}},
+		{name: "server blob with an unsafe pin", method: "POST", path: "/servers/1/blob", who: "admin", body: map[string]any{"pin": "ab-12"},
+			differs: "NVFlare: HTTP 500 (RuntimeError: unsafe download key); ours: 422", wantOurs: 422},
+		{name: "server blob", method: "POST", path: "/servers/1/blob", who: "admin", body: map[string]any{"pin": "abc123"}},
+		{name: "client blob by its creator", method: "POST", path: "/clients/1/blob", who: "alice again", body: map[string]any{"pin": "abc123"}},
+		{name: "client blob by another user", method: "POST", path: "/clients/1/blob", who: "carol again", body: map[string]any{"pin": "abc123"}},
+		{name: "blob of an unapproved client", method: "POST", path: "/clients/2/blob", who: "bob", body: map[string]any{"pin": "abc123"}},
+		{name: "user blob of oneself", method: "POST", path: "/users/2/blob", who: "alice again", body: map[string]any{"pin": "abc123"}},
+		{name: "user blob of another user", method: "POST", path: "/users/2/blob", who: "carol again", body: map[string]any{"pin": "abc123"}},
+		{name: "user blob of an unapproved user", method: "POST", path: "/users/5/blob", who: "dave", body: map[string]any{"pin": "abc123"}},
+		{name: "user blob by the project admin", method: "POST", path: "/users/3/blob", who: "admin", body: map[string]any{"pin": "abc123"}},
+		{name: "counts after downloads", method: "GET", path: "/users/2", who: "admin"},
 		{name: "bob deletes his client", method: "DELETE", path: "/clients/2", who: "bob"},
 		{name: "clients after delete", method: "GET", path: "/clients", who: "admin"},
 		{name: "admin patches a missing user", method: "PATCH", path: "/users/999", who: "admin", body: map[string]any{"name": "z"},
@@ -325,11 +341,80 @@ func TestDifferentialNVFlare(t *testing.T) {
 			t.Errorf("%s %s %s: status NVFlare %d, ours %d\n nvflare: %s\n ours:    %s", st.name, st.method, st.path, n.status, o.status, n.raw, o.raw)
 			continue
 		}
+		if n.body == nil && n.status == 200 {
+			// A kit: compare the download headers; the zips' file lists
+			// differ by design (see zipNames).
+			for _, h := range []string{"Content-Type", "Content-Disposition"} {
+				if n.header.Get(h) != o.header.Get(h) {
+					t.Errorf("%s: %s NVFlare %q, ours %q", st.name, h, n.header.Get(h), o.header.Get(h))
+				}
+			}
+			checkKits(t, st.name, n.raw, o.raw)
+			continue
+		}
 		nn, on := normalize(n.body), normalize(o.body)
 		if !reflect.DeepEqual(nn, on) {
 			t.Errorf("%s %s %s: JSON differs\n nvflare: %s\n ours:    %s", st.name, st.method, st.path, canon(nn), canon(on))
 		}
 	}
+}
+
+// Kit files that differ by design between NVFlare's Dashboard and ours.
+var (
+	// NVFlare's Dashboard runs its DockerBuilder-like StaticFileBuilder
+	// output and the AWS and Azure builders; the provider's kits (the
+	// same as `nvflare provision` without those builders) do not have them.
+	onlyNVFlare = map[string]bool{"startup/docker.sh": true, "startup/aws_start.sh": true, "startup/azure_start.sh": true}
+	// Ours are signed (signature.json in startup/ and local/), so a
+	// tampered kit refuses to start; NVFlare's Dashboard kits are not.
+	onlyOurs = map[string]bool{"startup/signature.json": true, "local/signature.json": true}
+)
+
+// checkKits opens NVFlare's zip (made by Info-ZIP's `zip -P`) with our
+// ZipCrypto decryption and the PIN, and compares both kits' file lists.
+func checkKits(t *testing.T, name, theirs, ours string) {
+	t.Helper()
+	files, err := openEncrypted(t, []byte(theirs), "abc123")
+	if err != nil {
+		t.Errorf("%s: our ZipCrypto cannot open NVFlare's zip: %v", name, err)
+	}
+	if len(files) == 0 {
+		t.Errorf("%s: NVFlare's zip is empty", name)
+	}
+	if _, err := openEncrypted(t, []byte(ours), "abc123"); err != nil {
+		t.Errorf("%s: our zip: %v", name, err)
+	}
+	n, o := map[string]bool{}, map[string]bool{}
+	for _, f := range zipNames(theirs) {
+		n[f] = true
+	}
+	for _, f := range zipNames(ours) {
+		o[f] = true
+	}
+	for f := range n {
+		if !o[f] && !onlyNVFlare[f] {
+			t.Errorf("%s: NVFlare's kit has %s, ours does not", name, f)
+		}
+	}
+	for f := range o {
+		if !n[f] && !onlyOurs[f] {
+			t.Errorf("%s: our kit has %s, NVFlare's does not", name, f)
+		}
+	}
+}
+
+// zipNames lists a zip's entries (names only: the files are encrypted).
+func zipNames(data string) []string {
+	zr, err := zip.NewReader(strings.NewReader(data), int64(len(data)))
+	if err != nil {
+		return []string{"<not a zip: " + err.Error() + ">"}
+	}
+	var out []string
+	for _, f := range zr.File {
+		out = append(out, strings.TrimPrefix(f.Name, "./"))
+	}
+	sort.Strings(out)
+	return out
 }
 
 func canon(v any) string {

@@ -1,0 +1,286 @@
+package dashboard
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/flarekit/terraform-provider-flare/internal/kit"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
+	"github.com/flarekit/terraform-provider-flare/internal/project"
+)
+
+// Blob downloads: a participant's startup kit, built by internal/kit (the
+// provider's builder) for the project's NVFlare line, zipped with ZipCrypto
+// under the caller's PIN as NVFlare's `zip -P` does.
+
+// certDays is the validity of the root and of each leaf, NVFlare's default.
+const certDays = 360
+
+// Ports of the server in Dashboard kits: NVFlare's Dashboard uses 8002 for
+// both unless the project's server_props set them.
+const dashboardPort = 8002
+
+var pinPattern = regexp.MustCompile(`^[A-Za-z0-9]+$`)
+
+// projectLine is the NVFlare release line of the project's kits:
+// project_props.nvflare_version ("2.7", "2.8", "2.9"), else the newest.
+func projectLine(p *Project) (*kit.Line, error) {
+	var props struct {
+		Version string `json:"nvflare_version"`
+	}
+	if p.ProjectProps != "" {
+		_ = json.Unmarshal([]byte(p.ProjectProps), &props)
+	}
+	return kit.LookupLine(props.Version)
+}
+
+// makeRoot creates the project's root CA at freeze, as NVFlare does. The key
+// is kept as PEM in the database (0600), as NVFlare's without a passphrase.
+func makeRoot(p *Project, at time.Time) error {
+	line, err := projectLine(p)
+	if err != nil {
+		return err
+	}
+	key, err := pki.GenerateKey()
+	if err != nil {
+		return err
+	}
+	cert, err := pki.NewRootCA(key, p.ShortName, pki.ValidityFor(at, certDays), line.Certs)
+	if err != nil {
+		return err
+	}
+	p.RootCert, p.RootKey = string(pki.CertPEM(cert)), string(pki.KeyPEM(key))
+	return nil
+}
+
+// blobError is a refused download: status and body.
+type blobError struct {
+	status int
+	body   obj
+}
+
+func (e *blobError) Error() string { return fmt.Sprint(e.body["status"]) }
+
+// buildKit issues a fresh key and certificate for p (as NVFlare does on
+// every download) and returns the kit's encrypted zip.
+func (s *Server) buildKit(p project.Participant, proj *Project, server project.Participant, pin string) ([]byte, error) {
+	if err := p.Validate(); err != nil {
+		return nil, &blobError{422, obj{"status": "invalid participant: " + err.Error()}}
+	}
+	line, err := projectLine(proj)
+	if err != nil {
+		return nil, &blobError{422, obj{"status": err.Error()}}
+	}
+	rootCert, err := pki.ParseCertPEM([]byte(proj.RootCert))
+	if err != nil {
+		return nil, err
+	}
+	rootKey, err := pki.ParseKeyPEM([]byte(proj.RootKey))
+	if err != nil {
+		return nil, err
+	}
+	ca := pki.CA{Cert: rootCert, Signer: rootKey}
+	key, err := pki.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	names := []string{p.Name}
+	if p.Type == project.TypeServer && p.DefaultHost != "" && p.DefaultHost != p.Name {
+		names = append(names, p.DefaultHost)
+	}
+	cert, err := ca.Issue(pki.LeafRequest{
+		Subject:   pki.Subject{CommonName: p.Name, Organization: p.Org, Role: p.CertRole()},
+		PublicKey: &key.PublicKey, DNSNames: names,
+		Validity: pki.ValidityFor(s.now(), certDays), Profile: line.Certs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	k, err := kit.Build(kit.Input{Project: proj.ShortName, Participant: p, Server: server, Line: line,
+		RootCAPEM: []byte(proj.RootCert), CertPEM: pki.CertPEM(cert), KeyPEM: pki.KeyPEM(key), Signer: rootKey})
+	if err != nil {
+		return nil, &blobError{422, obj{"status": "cannot build the kit: " + err.Error()}}
+	}
+	entries := make([]zipEntry, 0, len(k.Dirs)+len(k.Files))
+	for _, d := range k.Dirs {
+		entries = append(entries, zipEntry{Name: d + "/"})
+	}
+	for _, f := range k.Files {
+		entries = append(entries, zipEntry{Name: f.Path, Mode: f.Mode, Data: f.Data})
+	}
+	var buf bytes.Buffer
+	if err := writeEncryptedZip(&buf, entries, pin, s.now()); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// serverParticipant is the project's server as NVFlare's Dashboard
+// provisions it: named project.server1, of the project admin's org.
+func (s *Server) serverParticipant(proj *Project) (project.Participant, error) {
+	admin, err := s.Store.User(1)
+	if err != nil {
+		return project.Participant{}, err
+	}
+	srv := project.Participant{Type: project.TypeServer, Name: proj.Server1, Org: admin.Organization,
+		FedLearnPort: dashboardPort, AdminPort: dashboardPort, DefaultHost: proj.Server1}
+	if proj.ServerProps != "" {
+		var props struct {
+			FedLearnPort int      `json:"fed_learn_port"`
+			AdminPort    int      `json:"admin_port"`
+			HostNames    []string `json:"host_names"`
+			DefaultHost  string   `json:"default_host"`
+		}
+		if json.Unmarshal([]byte(proj.ServerProps), &props) == nil {
+			if props.FedLearnPort != 0 {
+				srv.FedLearnPort, srv.AdminPort = props.FedLearnPort, props.FedLearnPort
+			}
+			if props.AdminPort != 0 {
+				srv.AdminPort = props.AdminPort
+			}
+			if props.DefaultHost != "" {
+				srv.DefaultHost = props.DefaultHost
+			}
+			srv.HostNames = props.HostNames
+		}
+	}
+	return srv, nil
+}
+
+// blobRequest reads the PIN and the frozen project; NVFlare answers a bad
+// PIN or an unfrozen project with HTTP 500, ours with 422 and 409.
+func (s *Server) blobRequest(w http.ResponseWriter, r *http.Request) (string, *Project, project.Participant, bool) {
+	m, good := readBody(w, r)
+	if !good {
+		return "", nil, project.Participant{}, false
+	}
+	pin, _ := m["pin"].(string)
+	if !pinPattern.MatchString(pin) {
+		writeJSON(w, 422, obj{"status": "invalid pin: letters and digits only"})
+		return "", nil, project.Participant{}, false
+	}
+	proj, err := s.Store.Project()
+	if err != nil {
+		s.fail(w, err)
+		return "", nil, project.Participant{}, false
+	}
+	if !proj.Frozen || proj.RootCert == "" {
+		writeJSON(w, 409, obj{"status": "project is not frozen"})
+		return "", nil, project.Participant{}, false
+	}
+	srv, err := s.serverParticipant(proj)
+	if err != nil {
+		s.fail(w, err)
+		return "", nil, project.Participant{}, false
+	}
+	return pin, proj, srv, true
+}
+
+func (s *Server) sendKit(w http.ResponseWriter, name string, data []byte, err error) {
+	var be *blobError
+	if errors.As(err, &be) {
+		writeJSON(w, be.status, be.body)
+		return
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "zip")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s.zip"`, name))
+	w.WriteHeader(200)
+	_, _ = w.Write(data)
+}
+
+func (s *Server) serverBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
+	if c.Role != "project_admin" {
+		writeJSON(w, 403, obj{"status": "unauthorized"})
+		return
+	}
+	pin, proj, srv, good := s.blobRequest(w, r)
+	if !good {
+		return
+	}
+	data, err := s.buildKit(srv, proj, srv, pin)
+	s.sendKit(w, srv.Name, data, err)
+}
+
+func (s *Server) clientBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
+	cl, err := s.Store.Client(pathID(r))
+	if errors.Is(err, ErrNotFound) {
+		writeJSON(w, 404, obj{"status": "error"}) // NVFlare: 500
+		return
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if cl.ApprovalState < 100 {
+		writeJSON(w, 200, obj{"status": "not approved yet"})
+		return
+	}
+	cr, admin, err := s.checkRole(cl.CreatorID, c)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if !cr && !admin {
+		writeJSON(w, 403, obj{"status": "unauthorized"})
+		return
+	}
+	pin, proj, srv, good := s.blobRequest(w, r)
+	if !good {
+		return
+	}
+	p := project.Participant{Type: project.TypeClient, Name: cl.Name, Org: cl.Organization}
+	if cl.Capacity != "" {
+		var capacity struct {
+			GPUs float64 `json:"num_of_gpus"`
+			Mem  float64 `json:"mem_per_gpu_in_GiB"`
+		}
+		_ = json.Unmarshal([]byte(cl.Capacity), &capacity)
+		p.NumGPUs, p.MemPerGPUInGiB = int(capacity.GPUs), capacity.Mem
+	}
+	data, err := s.buildKit(p, proj, srv, pin)
+	if err == nil {
+		cl.DownloadCount++
+		err = s.Store.UpdateClient(cl)
+	}
+	s.sendKit(w, p.Name, data, err)
+}
+
+func (s *Server) userBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
+	u, err := s.Store.User(pathID(r))
+	if errors.Is(err, ErrNotFound) {
+		writeJSON(w, 404, obj{"status": "error"}) // NVFlare: 500
+		return
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if u.ApprovalState < 100 {
+		writeJSON(w, 200, obj{"status": "not approved yet"})
+		return
+	}
+	if u.Email != c.Sub && c.Role != "project_admin" {
+		writeJSON(w, 403, obj{"status": "unauthorized"})
+		return
+	}
+	pin, proj, srv, good := s.blobRequest(w, r)
+	if !good {
+		return
+	}
+	p := project.Participant{Type: project.TypeAdmin, Name: u.Email, Org: u.Organization, Role: u.Role}
+	data, err := s.buildKit(p, proj, srv, pin)
+	if err == nil {
+		u.DownloadCount++
+		err = s.Store.UpdateUser(u)
+	}
+	s.sendKit(w, p.Name, data, err)
+}
