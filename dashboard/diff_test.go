@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -55,42 +56,86 @@ func freePort(t *testing.T) int {
 }
 
 // startNVFlare runs NVFlare's Dashboard (wsgi app, Werkzeug dev server) on
-// 127.0.0.1 with a throwaway web root and returns its API base.
+// 127.0.0.1 with a throwaway web root and returns its API base. A start
+// that dies (another process took the free port first) is retried.
 func startNVFlare(t *testing.T, py string) string {
 	t.Helper()
+	for attempt := 1; ; attempt++ {
+		base, err := tryStartNVFlare(t, py)
+		if err == nil {
+			return base
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("NVFlare's dashboard did not start (%v); retrying", err)
+	}
+}
+
+func tryStartNVFlare(t *testing.T, py string) (string, error) {
 	root := t.TempDir()
 	port := freePort(t)
 	cmd := exec.Command(py, "-c", fmt.Sprintf(
 		"from nvflare.dashboard.wsgi import app; app.run(host='127.0.0.1', port=%d)", port))
 	cmd.Env = append(os.Environ(), "NVFL_WEB_ROOT="+root, "NVFL_CREDENTIAL="+diffCred, "SECRET_KEY="+diffSecret)
-	var logBuf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
+	logBuf := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = logBuf, logBuf
 	cmd.Dir = root
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	t.Cleanup(func() {
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func() {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("NVFlare dashboard log:\n%s", logBuf.String())
-		}
-	})
+		<-exited
+	}
 	base := fmt.Sprintf("http://127.0.0.1:%d/nvflare-dashboard/api/v1", port)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		select {
+		case err := <-exited:
+			exited <- err
+			return "", fmt.Errorf("NVFlare's dashboard exited (%v):\n%s", err, logBuf.String())
+		default:
+		}
 		resp, err := http.Get(base + "/project")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return base
+				t.Cleanup(func() {
+					stop()
+					if t.Failed() {
+						t.Logf("NVFlare dashboard log:\n%s", logBuf.String())
+					}
+				})
+				return base, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("NVFlare's dashboard did not answer on %s within 60s", base)
+			stop()
+			return "", fmt.Errorf("NVFlare's dashboard did not answer on %s within 60s:\n%s", base, logBuf.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the child's output goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // startOurs serves ours on 127.0.0.1 with the same admin and JWT key.
@@ -381,8 +426,44 @@ func checkKits(t *testing.T, name, theirs, ours string) {
 	if len(files) == 0 {
 		t.Errorf("%s: NVFlare's zip is empty", name)
 	}
-	if _, err := openEncrypted(t, []byte(ours), "abc123"); err != nil {
+	ourFiles, err := openEncrypted(t, []byte(ours), "abc123")
+	if err != nil {
 		t.Errorf("%s: our zip: %v", name, err)
+	}
+	// FLARE_DIFF_KEEP=<dir>: write both kits there, decrypted, to compare.
+	if keep := os.Getenv("FLARE_DIFF_KEEP"); keep != "" {
+		for side, fs := range map[string]map[string][]byte{"nvflare": files, "ours": ourFiles} {
+			for f, data := range fs {
+				p := filepath.Join(keep, strings.ReplaceAll(name, " ", "_"), side, f)
+				if strings.HasSuffix(f, "/") {
+					continue
+				}
+				_ = os.MkdirAll(filepath.Dir(p), 0o700)
+				_ = os.WriteFile(p, data, 0o600)
+			}
+		}
+	}
+	// Every JSON file both kits have is equal, but for the communication
+	// scheme: NVFlare's Dashboard writes "grpc", internal/kit writes
+	// NVFlare provision's default "http" (both start on NVFlare 2.9).
+	compared := 0
+	for f, theirData := range files {
+		ourData, both := ourFiles[f]
+		if !both || !(strings.HasSuffix(f, ".json") || strings.HasSuffix(f, ".json.default") || strings.HasSuffix(f, ".json.sample")) {
+			continue
+		}
+		compared++
+		var a, b any
+		if json.Unmarshal(theirData, &a) != nil || json.Unmarshal(ourData, &b) != nil {
+			t.Errorf("%s: %s is not JSON in one of the kits", name, f)
+			continue
+		}
+		if a, b = dropKey(a, "scheme"), dropKey(b, "scheme"); !reflect.DeepEqual(a, b) {
+			t.Errorf("%s: %s differs\n nvflare: %s\n ours:    %s", name, f, canon(a), canon(b))
+		}
+	}
+	if compared < 2 {
+		t.Errorf("%s: only %d JSON files compared", name, compared)
 	}
 	n, o := map[string]bool{}, map[string]bool{}
 	for _, f := range zipNames(theirs) {
@@ -401,6 +482,26 @@ func checkKits(t *testing.T, name, theirs, ours string) {
 			t.Errorf("%s: our kit has %s, NVFlare's does not", name, f)
 		}
 	}
+}
+
+func dropKey(v any, key string) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, x := range t {
+			if k != key {
+				out[k] = dropKey(x, key)
+			}
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, x := range t {
+			out[i] = dropKey(x, key)
+		}
+		return out
+	}
+	return v
 }
 
 // zipNames lists a zip's entries (names only: the files are encrypted).
