@@ -61,14 +61,15 @@ func TestAgentEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Authorization: members and another org's admin may read but not launch.
+	// Authorization: members and another org's admin may neither list
+	// CVMs nor launch (they may attest, below).
 	for name, kitDir := range map[string]string{"member": memberKit, "org_admin of org-b": otherOrgAdmin} {
 		c, err := client.FromKit(url, kitDir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.List(ctx); err != nil {
-			t.Errorf("%s cannot list: %v", name, err)
+		if _, err := c.List(ctx); client.StatusCode(err) != http.StatusForbidden {
+			t.Errorf("%s list: %v, want 403", name, err)
 		}
 		_, err = c.Launch(ctx, res.Dir)
 		if client.StatusCode(err) != http.StatusForbidden {
@@ -127,6 +128,12 @@ func TestAgentEndToEnd(t *testing.T) {
 	member, _ := client.FromKit(url, memberKit)
 	if _, err := member.Attest(ctx, c1.ID, randBytes(32)); err != nil {
 		t.Errorf("member attestation: %v", err)
+	}
+	if _, err := member.Logs(ctx, c1.ID, 10); client.StatusCode(err) != http.StatusForbidden {
+		t.Errorf("member console log: %v, want 403", err)
+	}
+	if v, err := member.Get(ctx, c1.ID); err != nil || v.KitID != c1.KitID || v.KitDir != "" || v.LaunchedBy != "" {
+		t.Errorf("member get: %+v %v, want the attestation-related status only", v, err)
 	}
 	if _, err := admin.Attest(ctx, c1.ID, []byte("short")); client.StatusCode(err) != http.StatusBadRequest {
 		t.Errorf("short nonce: %v, want 400", err)
