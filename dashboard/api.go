@@ -7,6 +7,7 @@ import (
 	"log"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -24,12 +25,18 @@ type Server struct {
 	Key   []byte
 	Now   func() time.Time
 	Log   *log.Logger
+
+	limiter loginLimiter
+	once    sync.Once
+	metrics *metrics
 }
 
-// Handler routes the API under every prefix, plus /healthz.
+// Handler routes the API under every prefix, plus /healthz and /metrics.
 func (s *Server) Handler() http.Handler {
+	s.once.Do(func() { s.metrics = newMetrics() })
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("GET /metrics", s.metrics.handler())
 	for _, p := range Prefixes {
 		mux.HandleFunc("POST "+p+"/login", s.login)
 		mux.HandleFunc("GET "+p+"/project", s.getProject)
@@ -49,7 +56,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("POST "+p+"/clients/{id}/blob", intID(s.auth(s.clientBlob)))
 		mux.HandleFunc("POST "+p+"/users/{id}/blob", intID(s.auth(s.userBlob)))
 	}
-	return mux
+	return s.metrics.instrument(mux)
 }
 
 // intID answers 404 for an {id} that is not a number, as Flask's <int:id>.
@@ -200,15 +207,26 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	email, _ := m["email"].(string)
 	pw, _ := m["password"].(string)
+	if s.limiter.blocked(email, s.now()) {
+		// Not in NVFlare: after 5 failed logins in 15 minutes an email is
+		// refused until the oldest failure leaves the window.
+		writeJSON(w, 429, obj{"status": "too many failed logins, try again later"})
+		return
+	}
 	u, err := s.Store.UserByEmail(email)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		s.fail(w, err)
 		return
 	}
 	if u == nil || !CheckPassword(u.PasswordHash, pw) || u.ApprovalState < 0 {
+		s.limiter.fail(email, s.now())
+		if s.Log != nil {
+			s.Log.Printf("failed login for %q from %s", email, clientIP(r))
+		}
 		writeJSON(w, 401, obj{"status": "unauthenticated"})
 		return
 	}
+	s.limiter.reset(email)
 	tok, err := SignToken(s.Key, u, s.now())
 	if err != nil {
 		s.fail(w, err)

@@ -2,10 +2,14 @@
 // (API-compatible with NVFlare's own) from one folder.
 //
 //	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org]
+//
+// HTTPS when the folder holds web.crt and web.key (or cert/web.crt and
+// cert/web.key, NVFlare's layout).
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -60,7 +64,16 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("flare-dashboard listening on http://%s\n", ln.Addr())
+	tlsConf, err := dashboard.LoadTLS(*folder)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	scheme := "http"
+	if tlsConf != nil {
+		ln, scheme = tls.NewListener(ln, tlsConf), "https"
+	}
+	fmt.Printf("flare-dashboard listening on %s://%s\n", scheme, ln.Addr())
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

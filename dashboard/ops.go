@@ -1,0 +1,154 @@
+package dashboard
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// LoadTLS returns the TLS configuration when folder holds web.crt and
+// web.key (or cert/web.crt and cert/web.key, NVFlare's layout), else nil:
+// the Dashboard then speaks plain HTTP, as NVFlare's does.
+func LoadTLS(folder string) (*tls.Config, error) {
+	for _, dir := range []string{folder, filepath.Join(folder, "cert")} {
+		crt, key := filepath.Join(dir, "web.crt"), filepath.Join(dir, "web.key")
+		_, errC := os.Stat(crt)
+		_, errK := os.Stat(key)
+		if errors.Is(errC, os.ErrNotExist) && errors.Is(errK, os.ErrNotExist) {
+			continue
+		}
+		if errC != nil || errK != nil {
+			return nil, fmt.Errorf("%s: web.crt and web.key must both exist", dir)
+		}
+		pair, err := tls.LoadX509KeyPair(crt, key)
+		if err != nil {
+			return nil, err
+		}
+		return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
+	}
+	return nil, nil
+}
+
+// loginLimiter refuses logins for an email after maxFailures failed
+// attempts within window (NVFlare has no limit).
+type loginLimiter struct {
+	mu       sync.Mutex
+	failures map[string][]time.Time
+}
+
+const (
+	maxLoginFailures = 5
+	loginWindow      = 15 * time.Minute
+)
+
+func (l *loginLimiter) recent(email string, now time.Time) []time.Time {
+	var keep []time.Time
+	for _, t := range l.failures[email] {
+		if now.Sub(t) < loginWindow {
+			keep = append(keep, t)
+		}
+	}
+	if keep == nil {
+		delete(l.failures, email)
+	} else {
+		l.failures[email] = keep
+	}
+	return keep
+}
+
+// blocked reports whether email may not try now.
+func (l *loginLimiter) blocked(email string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failures == nil {
+		return false
+	}
+	return len(l.recent(email, now)) >= maxLoginFailures
+}
+
+func (l *loginLimiter) fail(email string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failures == nil {
+		l.failures = map[string][]time.Time{}
+	}
+	l.failures[email] = append(l.recent(email, now), now)
+}
+
+func (l *loginLimiter) reset(email string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.failures, email)
+}
+
+// metrics are the Dashboard's Prometheus metrics, on their own registry.
+type metrics struct {
+	registry *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flare_dashboard_requests_total", Help: "HTTP requests by route pattern and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "flare_dashboard_request_duration_seconds", Help: "HTTP request latency by route pattern.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+	}
+	m.registry.MustRegister(m.requests, m.duration,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// instrument counts and times each request under its route pattern.
+func (m *metrics) instrument(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: 200}
+		mux.ServeHTTP(sw, r)
+		_, route := mux.Handler(r)
+		if route == "" {
+			route = "unmatched"
+		}
+		m.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// ClientIP is the peer address of r (for logs).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
