@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -265,5 +267,57 @@ func TestAPIRules(t *testing.T) {
 	}
 	if _, r := c.do("GET", "/api/v1/project", "", nil); r["project"].(map[string]any)["frozen"] != true {
 		t.Fatalf("%v", r)
+	}
+}
+
+// TestConcurrentUse: sign-ups, logins, registrations and listings from
+// many goroutines at once all succeed (one SQLite connection, bounded
+// argon2id work).
+func TestConcurrentUse(t *testing.T) {
+	cred, _ := ParseCredential("admin@x.org:pw:nvidia")
+	s, err := Open(t.TempDir(), &cred, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	c := client{t, ts.URL}
+	admin := c.login("admin@x.org", "pw")
+	const n = 40
+	errs := make(chan string, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			email := fmt.Sprintf("u%d@o.org", i)
+			if st, _ := c.do("POST", "/api/v1/users", "", map[string]any{"email": email, "password": "p", "organization": "o", "role": "member"}); st != 201 {
+				errs <- fmt.Sprintf("sign-up %d: %d", i, st)
+				return
+			}
+			st, r := c.do("POST", "/api/v1/login", "", map[string]any{"email": email, "password": "p"})
+			if st != 200 {
+				errs <- fmt.Sprintf("login %d: %d", i, st)
+				return
+			}
+			tok := r["access_token"].(string)
+			if st, _ := c.do("POST", "/api/v1/clients", tok, map[string]any{"name": fmt.Sprintf("site-%d", i), "organization": "o"}); st != 201 {
+				errs <- fmt.Sprintf("client %d: %d", i, st)
+			}
+			if st, _ := c.do("GET", "/api/v1/users", admin, nil); st != 200 {
+				errs <- fmt.Sprintf("list %d: %d", i, st)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	_, r := c.do("GET", "/api/v1/project", "", nil)
+	p := r["project"].(map[string]any)
+	if p["num_users"] != float64(n+1) || p["num_clients"] != float64(n) {
+		t.Fatalf("counts %v", p)
 	}
 }
