@@ -3,6 +3,7 @@ package dashboard
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -55,6 +56,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("POST "+p+"/servers/{id}/blob", intID(s.auth(s.serverBlob)))
 		mux.HandleFunc("POST "+p+"/clients/{id}/blob", intID(s.auth(s.clientBlob)))
 		mux.HandleFunc("POST "+p+"/users/{id}/blob", intID(s.auth(s.userBlob)))
+		mux.HandleFunc("GET "+p+"/audit", s.auth(s.getAudit))
 	}
 	return s.metrics.instrument(mux)
 }
@@ -192,6 +194,40 @@ func (s *Server) auth(h authedHandler) http.HandlerFunc {
 	}
 }
 
+// audit records an action; a failure to record is logged, not fatal to
+// the request that already happened.
+type auditEvent struct{ action, target, detail string }
+
+func (s *Server) auditAll(actor string, events []auditEvent) {
+	for _, e := range events {
+		s.audit(actor, e.action, e.target, e.detail)
+	}
+}
+
+func (s *Server) audit(actor, action, target, detail string) {
+	if err := s.Store.Audit(actor, action, target, detail); err != nil && s.Log != nil {
+		s.Log.Printf("audit %s %s %s: %v", actor, action, target, err)
+	}
+}
+
+// getAudit is not in NVFlare: the audit log, for project admins.
+func (s *Server) getAudit(w http.ResponseWriter, r *http.Request, c *Claims) {
+	if c.Role != "project_admin" {
+		writeJSON(w, 403, obj{"status": "unauthorized"})
+		return
+	}
+	entries, err := s.Store.AuditLog()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	list := []obj{}
+	for _, e := range entries {
+		list = append(list, obj{"at": e.At, "actor": e.Actor, "action": e.Action, "target": e.Target, "detail": e.Detail})
+	}
+	writeJSON(w, 200, ok(obj{"audit": list}))
+}
+
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.Store.SchemaVersion(); err != nil {
 		writeJSON(w, 503, obj{"status": "unavailable"})
@@ -310,9 +346,13 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request, c *Claims)
 			return
 		}
 	}
+	frozeNow := p.Frozen // it was not before this patch
 	if err := s.Store.UpdateProject(p); err != nil {
 		s.fail(w, err)
 		return
+	}
+	if frozeNow {
+		s.audit(c.Sub, "freeze_project", p.ShortName, "root CA created")
 	}
 	s.getProject(w, r)
 }
@@ -491,14 +531,18 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request, c *Claims) {
 	if !good {
 		return
 	}
+	var events []auditEvent
 	if admin {
-		if orgSet {
+		if orgSet && org != u.Organization {
+			events = append(events, auditEvent{"set_user_organization", u.Email, u.Organization + " -> " + org})
 			u.Organization = org
 		}
-		if roleSet {
+		if roleSet && role != u.Role {
+			events = append(events, auditEvent{"set_user_role", u.Email, u.Role + " -> " + role})
 			u.Role = role
 		}
-		if stateSet {
+		if stateSet && state != u.ApprovalState {
+			events = append(events, auditEvent{"set_user_approval", u.Email, fmt.Sprintf("%d -> %d", u.ApprovalState, state)})
 			u.ApprovalState = state
 		}
 	} else {
@@ -530,6 +574,7 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request, c *Claims) {
 		s.fail(w, err)
 		return
 	}
+	s.auditAll(c.Sub, events)
 	u, err = s.Store.User(id)
 	if err != nil {
 		s.fail(w, err)
@@ -553,10 +598,12 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c *Claims) {
 		writeJSON(w, 404, obj{"status": "error"}) // NVFlare: 500
 		return
 	}
+	u, _ := s.Store.User(id)
 	if err := s.Store.DeleteUser(id); err != nil {
 		s.fail(w, err)
 		return
 	}
+	s.audit(c.Sub, "delete_user", u.Email, "")
 	writeJSON(w, 200, ok(obj{}))
 }
 
@@ -696,11 +743,14 @@ func (s *Server) patchClient(w http.ResponseWriter, r *http.Request, c *Claims) 
 	if !capacityOK(w, m) {
 		return
 	}
+	var events []auditEvent
 	if admin {
-		if orgSet {
+		if orgSet && org != cl.Organization {
+			events = append(events, auditEvent{"set_client_organization", cl.Name, cl.Organization + " -> " + org})
 			cl.Organization = org
 		}
-		if stateSet {
+		if stateSet && state != cl.ApprovalState {
+			events = append(events, auditEvent{"set_client_approval", cl.Name, fmt.Sprintf("%d -> %d", cl.ApprovalState, state)})
 			cl.ApprovalState = state
 		}
 	}
@@ -729,6 +779,7 @@ func (s *Server) patchClient(w http.ResponseWriter, r *http.Request, c *Claims) 
 		s.fail(w, err)
 		return
 	}
+	s.auditAll(c.Sub, events)
 	if cl, err = s.Store.Client(cl.ID); err != nil {
 		s.fail(w, err)
 		return
@@ -745,5 +796,6 @@ func (s *Server) deleteClient(w http.ResponseWriter, r *http.Request, c *Claims)
 		s.fail(w, err)
 		return
 	}
+	s.audit(c.Sub, "delete_client", cl.Name, "")
 	writeJSON(w, 200, ok(obj{}))
 }

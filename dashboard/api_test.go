@@ -321,3 +321,41 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("counts %v", p)
 	}
 }
+
+// TestMigrations: a database at schema 1 (the first release) is migrated
+// to the newest on open, keeping its rows.
+func TestMigrations(t *testing.T) {
+	dir := t.TempDir()
+	saved := migrations
+	migrations = migrations[:1]
+	cred, _ := ParseCredential("admin@x.org:pw:nvidia")
+	s, err := Open(dir, &cred, io.Discard)
+	migrations = saved
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := s.Store.SchemaVersion(); v != 1 {
+		t.Fatalf("version %d", v)
+	}
+	s.Close()
+	s, err = Open(dir, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, _ := s.Store.SchemaVersion(); v != len(migrations) {
+		t.Fatalf("version %d after migrating, want %d", v, len(migrations))
+	}
+	if u, err := s.Store.UserByEmail("admin@x.org"); err != nil || u.ID != 1 {
+		t.Fatalf("admin after migrating: %v %v", u, err)
+	}
+	if err := s.Store.Audit("a", "b", "c", "d"); err != nil {
+		t.Fatal(err)
+	}
+	// A database newer than the binary is refused.
+	s.Store.db.Exec(`INSERT INTO schema_migrations(version, applied_at) VALUES (99, 'x')`)
+	s.Close()
+	if _, err := Open(dir, nil, io.Discard); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("newer schema: %v", err)
+	}
+}

@@ -181,7 +181,7 @@ func (s *Server) blobRequest(w http.ResponseWriter, r *http.Request) (string, *P
 	return pin, proj, srv, true
 }
 
-func (s *Server) sendKit(w http.ResponseWriter, name string, data []byte, err error) {
+func (s *Server) sendKit(w http.ResponseWriter, c *Claims, kind, name string, data []byte, err error) {
 	var be *blobError
 	if errors.As(err, &be) {
 		writeJSON(w, be.status, be.body)
@@ -191,6 +191,7 @@ func (s *Server) sendKit(w http.ResponseWriter, name string, data []byte, err er
 		s.fail(w, err)
 		return
 	}
+	s.audit(c.Sub, "download_"+kind+"_kit", name, "")
 	w.Header().Set("Content-Type", "zip")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s.zip"`, name))
 	w.WriteHeader(200)
@@ -207,7 +208,7 @@ func (s *Server) serverBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
 		return
 	}
 	data, err := s.buildKit(srv, proj, srv, pin)
-	s.sendKit(w, srv.Name, data, err)
+	s.sendKit(w, c, "server", srv.Name, data, err)
 }
 
 func (s *Server) clientBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
@@ -251,7 +252,7 @@ func (s *Server) clientBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
 		cl.DownloadCount++
 		err = s.Store.UpdateClient(cl)
 	}
-	s.sendKit(w, p.Name, data, err)
+	s.sendKit(w, c, "client", p.Name, data, err)
 }
 
 func (s *Server) userBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
@@ -282,5 +283,5 @@ func (s *Server) userBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
 		u.DownloadCount++
 		err = s.Store.UpdateUser(u)
 	}
-	s.sendKit(w, p.Name, data, err)
+	s.sendKit(w, c, "admin", p.Name, data, err)
 }

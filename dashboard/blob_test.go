@@ -163,4 +163,29 @@ func TestBlobs(t *testing.T) {
 	if _, r := c.do("GET", "/api/v1/users/2", admin, nil); r["user"].(map[string]any)["download_count"] != float64(1) {
 		t.Errorf("user download_count: %v", r)
 	}
+	// The audit log (ours only) names approvals, the freeze and downloads.
+	if st, _ := c.do("GET", "/api/v1/audit", lead, nil); st != 403 {
+		t.Errorf("audit as lead: %d", st)
+	}
+	st, r := c.do("GET", "/api/v1/audit", admin, nil)
+	if st != 200 {
+		t.Fatalf("audit: %d", st)
+	}
+	var got []string
+	for _, e := range r["audit"].([]any) {
+		m := e.(map[string]any)
+		got = append(got, m["actor"].(string)+" "+m["action"].(string)+" "+m["target"].(string)+" "+m["detail"].(string))
+	}
+	want := []string{
+		"admin@x.org freeze_project blobproj root CA created",
+		"admin@x.org set_client_approval site-1 0 -> 100",
+		"admin@x.org set_user_approval lead@o.org 0 -> 100",
+		"admin@x.org set_user_approval other@o.org 0 -> 100",
+		"admin@x.org download_server_kit server1.example.com ",
+		"lead@o.org download_client_kit site-1 ",
+		"lead@o.org download_admin_kit lead@o.org ",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("audit log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }

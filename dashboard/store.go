@@ -71,6 +71,16 @@ var migrations = []string{
 		created_at TEXT NOT NULL,
 		updated_at TEXT NOT NULL
 	);`,
+	// 2: the audit log (not in NVFlare): approvals, role changes, freezing,
+	// deletions and kit downloads, who did them and when.
+	`CREATE TABLE audit (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		at TEXT NOT NULL,
+		actor TEXT NOT NULL,
+		action TEXT NOT NULL,
+		target TEXT NOT NULL,
+		detail TEXT NOT NULL DEFAULT ''
+	);`,
 }
 
 // ErrConflict is a unique-constraint violation (duplicate email or name).
@@ -458,4 +468,34 @@ func (s *Store) UpdateProject(p *Project) error {
 		p.Frozen, p.Public, p.CCMode, p.ShortName, p.Title, p.Description, p.AppLocation, p.StartingDate, p.EndDate,
 		p.Server1, p.ProjectProps, p.ServerProps, p.RootCert, p.RootKey)
 	return err
+}
+
+// AuditEntry is one row of the audit log.
+type AuditEntry struct {
+	At, Actor, Action, Target, Detail string
+}
+
+// Audit appends to the audit log.
+func (s *Store) Audit(actor, action, target, detail string) error {
+	_, err := s.db.Exec(`INSERT INTO audit(at, actor, action, target, detail) VALUES (?,?,?,?,?)`,
+		time.Now().UTC().Format(time.RFC3339Nano), actor, action, target, detail)
+	return err
+}
+
+// AuditLog lists the audit log, oldest first.
+func (s *Store) AuditLog() ([]AuditEntry, error) {
+	rows, err := s.db.Query(`SELECT at, actor, action, target, detail FROM audit ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var e AuditEntry
+		if err := rows.Scan(&e.At, &e.Actor, &e.Action, &e.Target, &e.Detail); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
