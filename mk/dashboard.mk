@@ -3,13 +3,16 @@
 #   make dashboard        build build/bin/flare-dashboard
 #   make dashboard-test   the dashboard's Go tests, including the differential
 #                         test against NVFlare 2.9.0's own Dashboard (Flask,
-#                         from build/venv-2.9.0, on 127.0.0.1); with
-#                         FLARE_REQUIRE_NVFLARE=1 a missing venv fails
-#                         instead of skipping. About 5 s.
+#                         from build/venv-2.9.0, on 127.0.0.1) and
+#                         TestKitsStartNVFlare (FLARE_DASHBOARD_E2E=1: kits
+#                         downloaded from ours start an NVFlare 2.9 server and
+#                         client, and the admin kit sees the client); a
+#                         missing venv fails (FLARE_REQUIRE_NVFLARE=1)
+#                         instead of skipping. About 15 s.
 #
-# `go test ./...` in `make test` already runs these tests (the differential
-# one skips when build/venv-2.9.0 is missing); this target is not added to
-# `test`.
+# `go test ./...` in `make test` already runs these tests but the E2E one
+# (the differential one skips when build/venv-2.9.0 is missing); this target
+# is not added to `test`.
 #
 # Included by GNUmakefile (BUILD, BIN, GO come from there); the venv rule
 # ($(BUILD)/venv-%/.interop-tools.stamp) is mk/interop.mk's.
@@ -23,4 +26,4 @@ dashboard:
 	$(GO) build -o $(DASHBOARD_BIN) ./dashboard/cmd/flare-dashboard
 
 dashboard-test: $(BUILD)/venv-2.9.0/.interop-tools.stamp
-	FLARE_REQUIRE_NVFLARE=1 $(GO) test $(DASHBOARD_TEST_ARGS) ./dashboard/...
+	FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 $(GO) test $(DASHBOARD_TEST_ARGS) ./dashboard/...
