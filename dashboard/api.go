@@ -26,6 +26,8 @@ type Server struct {
 	Key   []byte
 	Now   func() time.Time
 	Log   *log.Logger
+	// Passphrase, when set, seals the root CA key in the database.
+	Passphrase string
 
 	limiter loginLimiter
 	once    sync.Once
@@ -341,7 +343,7 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request, c *Claims)
 			writeJSON(w, 422, obj{"status": "short_name and server1 must be set to freeze the project"})
 			return
 		}
-		if err := makeRoot(p, s.now()); err != nil {
+		if err := makeRoot(p, s.now(), s.Passphrase); err != nil {
 			s.fail(w, err)
 			return
 		}

@@ -40,8 +40,8 @@ func projectLine(p *Project) (*kit.Line, error) {
 }
 
 // makeRoot creates the project's root CA at freeze, as NVFlare does. The key
-// is kept as PEM in the database (0600), as NVFlare's without a passphrase.
-func makeRoot(p *Project, at time.Time) error {
+// is kept in the database (0600), sealed when a passphrase is set.
+func makeRoot(p *Project, at time.Time, passphrase string) error {
 	line, err := projectLine(p)
 	if err != nil {
 		return err
@@ -54,7 +54,11 @@ func makeRoot(p *Project, at time.Time) error {
 	if err != nil {
 		return err
 	}
-	p.RootCert, p.RootKey = string(pki.CertPEM(cert)), string(pki.KeyPEM(key))
+	sealed, err := sealRootKey(pki.KeyPEM(key), passphrase)
+	if err != nil {
+		return err
+	}
+	p.RootCert, p.RootKey = string(pki.CertPEM(cert)), sealed
 	return nil
 }
 
@@ -80,7 +84,14 @@ func (s *Server) buildKit(p project.Participant, proj *Project, server project.P
 	if err != nil {
 		return nil, err
 	}
-	rootKey, err := pki.ParseKeyPEM([]byte(proj.RootKey))
+	keyPEM, err := openRootKey(proj.RootKey, s.Passphrase)
+	if errors.Is(err, ErrRootKeyLocked) {
+		return nil, &blobError{503, obj{"status": err.Error()}}
+	}
+	if err != nil {
+		return nil, err
+	}
+	rootKey, err := pki.ParseKeyPEM(keyPEM)
 	if err != nil {
 		return nil, err
 	}

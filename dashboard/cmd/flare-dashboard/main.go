@@ -1,7 +1,7 @@
 // Command flare-dashboard serves an NVIDIA FLARE Dashboard API
 // (API-compatible with NVFlare's own) from one folder.
 //
-//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org]
+//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org] [--passphrase P]
 //
 // HTTPS when the folder holds web.crt and web.key (or cert/web.crt and
 // cert/web.key, NVFlare's layout).
@@ -30,7 +30,7 @@ func main() {
 	}
 }
 
-const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org]`
+const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org] [--passphrase P]`
 
 func run(args []string) error {
 	if len(args) == 0 || args[0] != "serve" {
@@ -41,6 +41,7 @@ func run(args []string) error {
 	port := fs.Int("port", 8443, "TCP port (0: any free port)")
 	host := fs.String("host", "127.0.0.1", "address to listen on")
 	cred := fs.String("cred", os.Getenv("NVFL_CREDENTIAL"), "first project admin as email:password:org (first start only; default: admin@nvidia.com with a generated password)")
+	passphrase := fs.String("passphrase", os.Getenv("NVFL_DASHBOARD_PP"), "passphrase sealing the root CA key in the database (default $NVFL_DASHBOARD_PP; none: plain, as NVFlare's)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -60,6 +61,7 @@ func run(args []string) error {
 		return err
 	}
 	defer srv.Close()
+	srv.Passphrase = *passphrase
 	ln, err := net.Listen("tcp", net.JoinHostPort(*host, fmt.Sprint(*port)))
 	if err != nil {
 		return err
