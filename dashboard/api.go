@@ -326,8 +326,8 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request, c *Claims)
 		return
 	}
 	if sn != "" {
-		if len(sn) > 16 {
-			sn = sn[:16]
+		if r := []rune(sn); len(r) > 16 { // Python's short_name[:16] counts characters
+			sn = string(r[:16])
 		}
 		p.ShortName = sn
 	}

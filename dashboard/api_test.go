@@ -223,6 +223,10 @@ func TestAPIRules(t *testing.T) {
 	if st, _ := c.do("PATCH", "/api/v1/project", admin, map[string]any{"frozen": "yes"}); st != 422 {
 		t.Fatalf("frozen as string: %d", st)
 	}
+	// short_name is cut to 16 characters, not bytes.
+	if _, r := c.do("PATCH", "/api/v1/project", admin, map[string]any{"short_name": "ääääääääääääääääää"}); r["project"].(map[string]any)["short_name"] != "ääääääääääääääää" {
+		t.Fatalf("short_name: %v", r)
+	}
 	// Bad JSON body.
 	req := httptest.NewRequest("POST", "/api/v1/login", strings.NewReader("{"))
 	w := httptest.NewRecorder()

@@ -50,6 +50,7 @@ type loginLimiter struct {
 const (
 	maxLoginFailures = 5
 	loginWindow      = 15 * time.Minute
+	maxTrackedEmails = 100_000
 )
 
 func (l *loginLimiter) recent(email string, now time.Time) []time.Time {
@@ -82,6 +83,16 @@ func (l *loginLimiter) fail(email string, now time.Time) {
 	defer l.mu.Unlock()
 	if l.failures == nil {
 		l.failures = map[string][]time.Time{}
+	}
+	if len(l.failures) >= maxTrackedEmails {
+		// Many distinct emails failing: drop what left the window first,
+		// then, if still full, forget everything rather than grow.
+		for e := range l.failures {
+			l.recent(e, now)
+		}
+		if len(l.failures) >= maxTrackedEmails {
+			l.failures = map[string][]time.Time{}
+		}
 	}
 	l.failures[email] = append(l.recent(email, now), now)
 }
