@@ -28,6 +28,8 @@ type Server struct {
 	Log   *log.Logger
 	// Passphrase, when set, seals the root CA key in the database.
 	Passphrase string
+	// UIDir, when set, is NVFlare's static web UI folder to serve.
+	UIDir string
 
 	limiter loginLimiter
 	once    sync.Once
@@ -59,6 +61,9 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("POST "+p+"/clients/{id}/blob", intID(s.auth(s.clientBlob)))
 		mux.HandleFunc("POST "+p+"/users/{id}/blob", intID(s.auth(s.userBlob)))
 		mux.HandleFunc("GET "+p+"/audit", s.auth(s.getAudit))
+	}
+	if s.UIDir != "" {
+		mux.Handle("GET /", uiHandler(s.UIDir))
 	}
 	return s.metrics.instrument(mux)
 }

@@ -1,7 +1,7 @@
 // Command flare-dashboard serves an NVIDIA FLARE Dashboard API
 // (API-compatible with NVFlare's own) from one folder.
 //
-//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org] [--passphrase P]
+//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org] [--passphrase P] [--ui DIR]
 //
 // HTTPS when the folder holds web.crt and web.key (or cert/web.crt and
 // cert/web.key, NVFlare's layout).
@@ -30,7 +30,7 @@ func main() {
 	}
 }
 
-const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org] [--passphrase P]`
+const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org] [--passphrase P] [--ui DIR]`
 
 func run(args []string) error {
 	if len(args) == 0 || args[0] != "serve" {
@@ -42,6 +42,7 @@ func run(args []string) error {
 	host := fs.String("host", "127.0.0.1", "address to listen on")
 	cred := fs.String("cred", os.Getenv("NVFL_CREDENTIAL"), "first project admin as email:password:org (first start only; default: admin@nvidia.com with a generated password)")
 	passphrase := fs.String("passphrase", os.Getenv("NVFL_DASHBOARD_PP"), "passphrase sealing the root CA key in the database (default $NVFL_DASHBOARD_PP; none: plain, as NVFlare's)")
+	ui := fs.String("ui", "", "serve NVFlare's web UI from this folder (nvflare/dashboard/application/static of an nvflare install)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -62,6 +63,7 @@ func run(args []string) error {
 	}
 	defer srv.Close()
 	srv.Passphrase = *passphrase
+	srv.UIDir = *ui
 	ln, err := net.Listen("tcp", net.JoinHostPort(*host, fmt.Sprint(*port)))
 	if err != nil {
 		return err
