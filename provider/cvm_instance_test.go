@@ -230,7 +230,7 @@ data "flare_cvm_attestation" "fail_closed" {
   expected_measurement = %[2]q
   allow_simulated      = true
 }`, agentURL, strings.Repeat("00", 48)),
-				ExpectError: regexp.MustCompile(`(?s)CVM Attestation Not Verified.*measurement.*require_verified = false`),
+				ExpectError: regexp.MustCompile(`(?s)CVM\s+Attestation\s+Not\s+Verified.*measurement.*require_verified\s+=\s+false`),
 			},
 			{
 				// A kit that may only read is refused at plan time (the agent
@@ -243,7 +243,7 @@ resource "flare_cvm_instance" "by_lead" {
   kit_dir         = flare_cvm_kit.site_1.kit_dir
   allow_simulated = true
 }`, agentURL),
-				ExpectError: regexp.MustCompile(`(?s)Startup Kit May Not Launch.*lead@nvidia.com with role\s+"lead"`),
+				ExpectError: regexp.MustCompile(`(?s)Startup\s+Kit\s+May\s+Not\s+Launch.*lead@nvidia.com\s+with\s+role\s+"lead"`),
 			},
 			{
 				Config: withReads("") + fmt.Sprintf(`
@@ -252,7 +252,7 @@ resource "flare_cvm_instance" "strict" {
   auth_kit_dir = flare_startup_kit.admin.kit_dir
   kit_dir      = flare_cvm_kit.site_1.kit_dir
 }`, agentURL),
-				ExpectError: regexp.MustCompile(`(?s)would run this CVM in simulated mode.*allow_simulated = true`),
+				ExpectError: regexp.MustCompile(`(?s)would\s+run\s+this\s+CVM\s+in\s+simulated\s+mode.*allow_simulated\s+=\s+true`),
 			},
 			{
 				// kill -9 the agent and start it again: it re-attaches to the

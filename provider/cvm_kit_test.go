@@ -194,7 +194,7 @@ resource "flare_project" "other" {
 			{
 				Config:      strings.Replace(config("x"), "root_drive_size        = 1", "root_drive_size        = 0", 1),
 				PlanOnly:    true,
-				ExpectError: regexp.MustCompile(`root_drive_size value must be at least 1`),
+				ExpectError: regexp.MustCompile(`root_drive_size\s+value\s+must\s+be\s+at\s+least\s+1`),
 			},
 			{
 				Config: config("console=ttyS0 root=/dev/vda rw quiet"),

@@ -182,7 +182,7 @@ resource "flare_relay" "b" {
   depends_on = [flare_client.a]
 }
 `, filepath.Join(dir, "ca")),
-			ExpectError: regexp.MustCompile(`"site-1" is already a participant of this project`),
+			ExpectError: regexp.MustCompile(`"site-1"\s+is\s+already\s+a\s+participant\s+of\s+this\s+project`),
 		}},
 	})
 }
