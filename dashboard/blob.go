@@ -1,7 +1,6 @@
 package dashboard
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,8 +14,8 @@ import (
 )
 
 // Blob downloads: a participant's startup kit, built by internal/kit (the
-// provider's builder) for the project's NVFlare line, zipped with ZipCrypto
-// under the caller's PIN as NVFlare's `zip -P` does.
+// provider's builder) for the project's NVFlare line, zipped under the
+// caller's PIN by Info-ZIP's `zip -P`, as NVFlare's Dashboard does.
 
 // certDays is the validity of the root and of each leaf, NVFlare's default.
 const certDays = 360
@@ -124,11 +123,7 @@ func (s *Server) buildKit(p project.Participant, proj *Project, server project.P
 	for _, f := range k.Files {
 		entries = append(entries, zipEntry{Name: f.Path, Mode: f.Mode, Data: f.Data})
 	}
-	var buf bytes.Buffer
-	if err := writeEncryptedZip(&buf, entries, pin, s.now()); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return writePINZip(entries, pin)
 }
 
 // serverParticipant is the project's server as NVFlare's Dashboard

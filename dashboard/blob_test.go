@@ -32,7 +32,7 @@ func postBlob(t *testing.T, url, token, pin string) (*http.Response, []byte) {
 }
 
 // TestBlobs: a frozen project's server, client and admin kits download as
-// ZipCrypto zips that Debian's unzip opens with the PIN; each kit is signed
+// `zip -P` archives that Debian's unzip opens with the PIN; each kit is signed
 // by the project's root (kit.VerifyFolder on startup/ and local/) and its
 // certificate chains to that root.
 func TestBlobs(t *testing.T) {

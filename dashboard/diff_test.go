@@ -415,18 +415,18 @@ var (
 	onlyOurs = map[string]bool{"startup/signature.json": true, "local/signature.json": true}
 )
 
-// checkKits opens NVFlare's zip (made by Info-ZIP's `zip -P`) with our
-// ZipCrypto decryption and the PIN, and compares both kits' file lists.
+// checkKits opens NVFlare's zip and ours with `unzip -P` and the PIN, and
+// compares both kits' file lists.
 func checkKits(t *testing.T, name, theirs, ours string) {
 	t.Helper()
-	files, err := openEncrypted(t, []byte(theirs), "abc123")
+	files, _, err := unzipWithPIN(t, []byte(theirs), "abc123")
 	if err != nil {
-		t.Errorf("%s: our ZipCrypto cannot open NVFlare's zip: %v", name, err)
+		t.Errorf("%s: unzip -P cannot open NVFlare's zip: %v", name, err)
 	}
 	if len(files) == 0 {
 		t.Errorf("%s: NVFlare's zip is empty", name)
 	}
-	ourFiles, err := openEncrypted(t, []byte(ours), "abc123")
+	ourFiles, _, err := unzipWithPIN(t, []byte(ours), "abc123")
 	if err != nil {
 		t.Errorf("%s: our zip: %v", name, err)
 	}

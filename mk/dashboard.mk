@@ -10,9 +10,10 @@
 #                         missing venv fails (FLARE_REQUIRE_NVFLARE=1)
 #                         instead of skipping. About 15 s.
 #
-# `go test ./...` in `make test` already runs these tests but the E2E one
-# (the differential one skips when build/venv-2.9.0 is missing); this target
-# is not added to `test`.
+# `make test` runs them all in its one go test run, with the same switches:
+# the differential test and TestKitsStartNVFlare need the 2.9.0 venv (made by
+# mk/interop.mk's rule) and Info-ZIP's zip and unzip (kit downloads are
+# `zip -P` archives, as NVFlare's), installed here.
 #
 # Included by GNUmakefile (BUILD, BIN, GO come from there); the venv rule
 # ($(BUILD)/venv-%/.interop-tools.stamp) is mk/interop.mk's.
@@ -20,10 +21,16 @@
 DASHBOARD_BIN        := $(BIN)/flare-dashboard
 DASHBOARD_TEST_ARGS  ?= -count=1 -timeout 5m
 
-.PHONY: dashboard dashboard-test
+.PHONY: dashboard dashboard-test dashboard-deps
+
+test: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp
+TEST_ENV += FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1
+
+dashboard-deps:
+	./scripts/deb-install.sh zip unzip
 
 dashboard:
 	$(GO) build -o $(DASHBOARD_BIN) ./dashboard/cmd/flare-dashboard
 
-dashboard-test: $(BUILD)/venv-2.9.0/.interop-tools.stamp
+dashboard-test: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp
 	FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 $(GO) test $(DASHBOARD_TEST_ARGS) ./dashboard/...
