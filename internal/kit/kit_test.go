@@ -467,3 +467,63 @@ func TestScriptsParse(t *testing.T) {
 		}
 	}
 }
+
+// On lines with WorkspaceEnv, sub_start.sh runs the runtime in
+// NVFL_WORKSPACE: a private copy of the kit there, startup/ and local/
+// linked to it, and the runtime told that workspace.
+func TestSubStartWorkspace(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	line, err := LookupLine("2.9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t)
+	in := f.input(t, client)
+	in.Line = line
+	k, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	kitDir, err := k.Write(filepath.Join(root, "kits"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A python3 that records how it was called instead of running NVFlare.
+	bin := filepath.Join(root, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	record := filepath.Join(root, "called")
+	fake := "#!/bin/sh\necho \"$@\" > " + record + "\n"
+	if err := os.WriteFile(filepath.Join(bin, "python3"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ws := filepath.Join(root, "ws")
+	cmd := exec.Command(filepath.Join(kitDir, "startup", "sub_start.sh"), "--once")
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "NVFL_WORKSPACE="+ws)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sub_start.sh --once: %v\n%s", err, out)
+	}
+	called, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(called), "-m "+ws+" -s fed_client.json") {
+		t.Errorf("runtime called with %q, want workspace %s", called, ws)
+	}
+	for _, d := range []string{"startup", "local"} {
+		target, err := os.Readlink(filepath.Join(ws, d))
+		if err != nil || target != filepath.Join(ws, "kit", d) {
+			t.Errorf("%s/%s links to %q (%v), want the kit copy", ws, d, target, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(ws, "kit", "startup", "client.key")); err != nil {
+		t.Errorf("no copy of the kit in the workspace: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(ws, "kit")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("kit copy mode %v (%v), want 0700: it holds the private key", fi.Mode().Perm(), err)
+	}
+}
