@@ -27,8 +27,9 @@ import (
 
 // TestAccCVMInstance runs a real flare-agent on 127.0.0.1 and drives it
 // from Terraform: the federation and the site's CVM kit are built first,
-// then the agent starts with the site's startup kit (as a site operator
-// would), flare_cvm_instance launches the kit and waits until the busybox
+// then the agent starts with the site's agent kit (flare_agent_identity;
+// the site's startup kit goes into the CVM kit only, as a site operator
+// would do it), flare_cvm_instance launches the kit and waits until the busybox
 // guest attests, and flare_cvm_attestation reads reports back. The agent
 // runs in its simulated mode (no SEV-SNP here), which every check below
 // names: reports are refused without allow_simulated.
@@ -64,16 +65,19 @@ func TestAccCVMInstance(t *testing.T) {
 	docker := agenttest.DockerSave(t, base)
 
 	kits := filepath.Join(base, "kits")
-	siteKit, adminKit := filepath.Join(kits, "site-1"), filepath.Join(kits, "admin@nvidia.com")
+	adminKit := filepath.Join(kits, "admin@nvidia.com")
+	agentKit := filepath.Join(base, "agent-site-1")
 	port := agenttest.FreePort(t)
 	agentURL := fmt.Sprintf("https://127.0.0.1:%d", port)
 	cfgPath := filepath.Join(base, "agent.yaml")
 	logFile := filepath.Join(base, "agent.log")
 	var agent *agenttest.Agent
 	startAgent := func() {
-		cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nstate_dir: %s\nkit_dir: %s\nqemu: %s\nmode: simulated\naccel: tcg\n"+
+		// The agent serves with the agent kit flare_agent_identity wrote,
+		// never the site's startup kit (which only goes into the CVM kit).
+		cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nstate_dir: %s\nagent_kit_dir: %s\nqemu: %s\nmode: simulated\naccel: tcg\n"+
 			"simulated_firmware: %s\nnetwork: none\nstop_timeout: 20s\nattest_timeout: 30s\n",
-			port, filepath.Join(base, "state"), siteKit, host.QEMU, host.OVMF)
+			port, filepath.Join(base, "state"), agentKit, host.QEMU, host.OVMF)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +85,7 @@ func TestAccCVMInstance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		agent = agenttest.StartAgent(t, bin, cfgPath, logFile, agentURL+"/healthz", tlsCfg)
+		agent = agenttest.StartAgent(t, bin, cfgPath, logFile, agentURL+"/healthz", client.PinSite(tlsCfg, "site-1"))
 		t.Cleanup(agent.Term)
 	}
 	defer func() {
@@ -109,6 +113,15 @@ resource "flare_startup_kit" "lead" {
   server      = flare_server.server1.descriptor
   output_dir  = %[1]q
 }
+resource "flare_agent_identity" "site_1" {
+  project_id = flare_project.p.id
+  site       = flare_client.site_1.name
+  org        = "nvidia"
+  output_dir = %[8]q
+  listen     = ["127.0.0.1"]
+  state_dir  = %[9]q
+  mode       = "simulated"
+}
 resource "flare_cvm_kit" "site_1" {
   project_id         = flare_project.p.id
   startup_kit_dir    = flare_startup_kit.site_1.kit_dir
@@ -129,7 +142,7 @@ resource "flare_cvm_kit" "site_1" {
   kernel_cmdline         = "console=ttyS0 panic=-1"
   host_data              = "%[7]s"
 }
-`, kits, filepath.Join(base, "cvm"), docker, firmware, host.Kernel, initrd, strings.Repeat("5a", 32)))
+`, kits, filepath.Join(base, "cvm"), docker, firmware, host.Kernel, initrd, strings.Repeat("5a", 32), agentKit, filepath.Join(base, "state")))
 
 	nonce := strings.Repeat("0123456789abcdef", 4) // 32 bytes
 	instance := func(extra string) string {

@@ -179,6 +179,7 @@ func (p *flareProvider) Resources(_ context.Context) []func() resource.Resource 
 		NewStartupKitResource,
 		NewCVMKitResource,
 		NewCVMInstanceResource,
+		NewAgentIdentityResource,
 		NewRequestApprovalResource,
 		NewRequestApprovalsResource,
 	}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/flarekit/terraform-provider-flare/agent/api"
+	"github.com/flarekit/terraform-provider-flare/internal/agentid"
 )
 
 // Client talks to one flare-agent.
@@ -115,8 +116,10 @@ func verifyChain(cs tls.ConnectionState, roots *x509.CertPool) error {
 }
 
 // PinSite makes cfg (from TLSConfigFromKit) also require that the agent's
-// certificate names site (its CN, the site's participant name), so another
-// certificate of the same project cannot stand in for the agent.
+// certificate is the agent certificate of site (flare_agent_identity: CN
+// "<site>:flare-agent", role flare-agent), so neither another site's agent
+// nor any participant certificate of the project (site's own included) can
+// stand in for the agent.
 func PinSite(cfg *tls.Config, site string) *tls.Config {
 	c := cfg.Clone()
 	prev := c.VerifyConnection
@@ -126,12 +129,17 @@ func PinSite(cfg *tls.Config, site string) *tls.Config {
 				return err
 			}
 		}
-		if len(cs.PeerCertificates) == 0 || cs.PeerCertificates[0].Subject.CommonName != site {
-			got := ""
-			if len(cs.PeerCertificates) > 0 {
-				got = cs.PeerCertificates[0].Subject.CommonName
-			}
-			return fmt.Errorf("agent certificate is for %q, not site %q", got, site)
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("agent presented no certificate")
+		}
+		leaf := cs.PeerCertificates[0]
+		got, ok := agentid.SiteOf(leaf)
+		if !ok {
+			return fmt.Errorf("agent certificate %q is not a flare-agent certificate (a participant's?): the agent of site %q must serve with its agent kit (flare_agent_identity)",
+				leaf.Subject.CommonName, site)
+		}
+		if got != site {
+			return fmt.Errorf("agent certificate is for the agent of %q, not the agent of site %q", got, site)
 		}
 		return nil
 	}

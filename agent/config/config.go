@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flarekit/terraform-provider-flare/agent/api"
+	"github.com/flarekit/terraform-provider-flare/internal/agentid"
 	"github.com/flarekit/terraform-provider-flare/internal/attest"
 )
 
@@ -30,9 +31,13 @@ type Config struct {
 	// StateDir holds cvms/<id>/ (state.json, QMP and attestation sockets,
 	// console log) and unpacked uploads (kits/<id>/).
 	StateDir string `yaml:"state_dir"`
-	// KitDir is the site's NVFlare startup kit: startup/server.crt|key (or
-	// client.crt|key) is the agent's TLS identity, startup/rootCA.pem the
-	// only CA whose client certificates are accepted.
+	// AgentKitDir is the agent kit flare_agent_identity writes: agent.crt
+	// and agent.key are the agent's own TLS identity (CN
+	// "<site>:flare-agent", never a participant's), rootCA.pem the only CA
+	// whose client certificates are accepted.
+	AgentKitDir string `yaml:"agent_kit_dir"`
+	// KitDir was the site's startup kit, whose participant key the agent
+	// used as its identity. It is refused: the host must not hold that key.
 	KitDir string `yaml:"kit_dir"`
 	// Org is the site's organization: org_admin certificates of this org
 	// may launch and stop. Empty: the O of the agent's own certificate.
@@ -192,6 +197,7 @@ func Parse(b []byte, base string) (*Config, error) {
 		return filepath.Join(base, p)
 	}
 	c.StateDir, c.KitDir, c.VCEKCacheDir = abs(c.StateDir), abs(c.KitDir), abs(c.VCEKCacheDir)
+	c.AgentKitDir = abs(c.AgentKitDir)
 	c.SimulatedFirmware = abs(c.SimulatedFirmware)
 	for i, d := range c.AllowedKitDirs {
 		c.AllowedKitDirs[i] = filepath.Clean(abs(d))
@@ -265,8 +271,10 @@ func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("state_dir is missing"))
 	}
-	if c.KitDir == "" {
-		errs = append(errs, errors.New("kit_dir is missing (the site's startup kit: its server or client certificate is the agent's identity)"))
+	if c.KitDir != "" {
+		errs = append(errs, fmt.Errorf("kit_dir %s: %s (and remove kit_dir)", c.KitDir, agentid.ParticipantKitHint))
+	} else if c.AgentKitDir == "" {
+		errs = append(errs, errors.New("agent_kit_dir is missing: the folder of the agent kit (agent.crt, agent.key, rootCA.pem) that the Terraform resource flare_agent_identity writes"))
 	}
 	switch c.Mode {
 	case api.ModeAuto, api.ModeSNP, api.ModeSimulated:

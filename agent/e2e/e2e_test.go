@@ -61,6 +61,21 @@ func TestAgentEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The agent never serves with a participant's startup kit: the old
+	// kit_dir and a startup kit given as agent_kit_dir are refused with
+	// how to get an agent kit.
+	for name, line := range map[string]string{"kit_dir": "kit_dir: " + e.siteKit, "agent_kit_dir": "agent_kit_dir: " + e.siteKit} {
+		bad := filepath.Join(base, "bad-"+name+".yaml")
+		cfgText := fmt.Sprintf("listen: 127.0.0.1:%d\nstate_dir: %s\n%s\nmode: simulated\n", agenttest.FreePort(t), filepath.Join(base, "bad-state"), line)
+		if err := os.WriteFile(bad, []byte(cfgText), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "serve", "--config", bad).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "flare_agent_identity") || !strings.Contains(string(out), "participant's startup kit") {
+			t.Errorf("serve with the site's startup kit as %s: %v\n%s", name, err, out)
+		}
+	}
+
 	// Authorization: members and another org's admin may neither list
 	// CVMs nor launch (they may attest, below).
 	for name, kitDir := range map[string]string{"member": memberKit, "org_admin of org-b": otherOrgAdmin} {

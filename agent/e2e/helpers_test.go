@@ -18,6 +18,7 @@ import (
 
 	"github.com/flarekit/terraform-provider-flare/agent/agenttest"
 	"github.com/flarekit/terraform-provider-flare/agent/client"
+	"github.com/flarekit/terraform-provider-flare/internal/agentid"
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
@@ -63,6 +64,21 @@ func (p *testPKI) kit(t testing.TB, name, base string, subj pki.Subject) string 
 		if err := os.WriteFile(filepath.Join(startup, f), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	return dir
+}
+
+// agentKit writes site's agent kit (what flare_agent_identity writes:
+// agent.crt, agent.key, rootCA.pem) into <dir>/<site>.agent.
+func (p *testPKI) agentKit(t testing.TB, site, org string) string {
+	t.Helper()
+	cert, key, err := agentid.Issue(p.ca, site, org, []string{"127.0.0.1", "localhost"}, pki.ValidityFor(time.Now(), 30), pki.Profile{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(p.dir, site+".agent")
+	if err := agentid.WriteKit(dir, cert, key, p.ca.Cert); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
@@ -124,6 +140,7 @@ type env struct {
 	base, bin             string
 	p                     *testPKI
 	siteKit, adminKit     string
+	agentKit              string
 	res                   *cvm.Result
 	measurement, hostData string
 	url                   string
@@ -156,6 +173,9 @@ func newEnv(t testing.TB, stopTimeout string) *env {
 	agenttest.BuildInitrd(t, e.deps, e.bin, initrd)
 	e.p = newPKI(t, filepath.Join(base, "pki"))
 	e.siteKit = e.p.kit(t, "site-1", "server", pki.Subject{CommonName: "site-1", Organization: "org-a"})
+	// The site's startup kit goes into the CVM kit only; the agent serves
+	// with its own agent kit.
+	e.agentKit = e.p.agentKit(t, "site-1", "org-a")
 	e.adminKit = e.p.kit(t, "admin", "client", pki.Subject{CommonName: "admin@org-a.example", Organization: "org-a", Role: "project_admin"})
 
 	e.measurement, e.hostData = randHex(48), randHex(32)
@@ -186,7 +206,7 @@ func newEnv(t testing.TB, stopTimeout string) *env {
 	cfgText := fmt.Sprintf(`listen: 127.0.0.1:%d
 status_listen: 127.0.0.1:%d
 state_dir: %s
-kit_dir: %s
+agent_kit_dir: %s
 qemu: %s
 mode: simulated
 accel: %s
@@ -197,7 +217,7 @@ restart:
 stop_timeout: %s
 attest_timeout: 30s
 log_level: debug
-`, port, e.statusPort, filepath.Join(base, "state"), e.siteKit, e.deps.QEMU, accel, stopTimeout)
+`, port, e.statusPort, filepath.Join(base, "state"), e.agentKit, e.deps.QEMU, accel, stopTimeout)
 	if err := os.WriteFile(e.cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +225,7 @@ log_level: debug
 	if e.adminTLS, err = client.TLSConfigFromKit(e.adminKit); err != nil {
 		t.Fatal(err)
 	}
+	e.adminTLS = client.PinSite(e.adminTLS, "site-1") // the agent must present site-1's agent certificate
 	e.logFile = filepath.Join(base, "agent.log")
 	e.agent = agenttest.StartAgent(t, e.bin, e.cfgPath, e.logFile, e.url+"/healthz", e.adminTLS)
 	t.Cleanup(e.agent.Term)

@@ -58,7 +58,7 @@ func TestAgentUnderLoad(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(base) })
 	bin := agenttest.BuildAgent(t, base)
 	p := newPKI(t, filepath.Join(base, "pki"))
-	site := p.kit(t, "site-1", "server", pki.Subject{CommonName: "site-1", Organization: "org-a"})
+	site := p.agentKit(t, "site-1", "org-a")
 	adminTLS := tlsFromKit(t, p.kit(t, "admin", "client", pki.Subject{CommonName: "admin@org-a.example", Organization: "org-a", Role: "project_admin"}))
 	memberTLS := tlsFromKit(t, p.kit(t, "member", "client", pki.Subject{CommonName: "m@org-a.example", Organization: "org-a", Role: "member"}))
 
@@ -67,7 +67,7 @@ func TestAgentUnderLoad(t *testing.T) {
 	cfg := filepath.Join(base, "agent.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: 127.0.0.1:%d
 state_dir: %s
-kit_dir: %s
+agent_kit_dir: %s
 qemu: %s
 mode: simulated
 accel: tcg

@@ -30,6 +30,7 @@ import (
 	"github.com/flarekit/terraform-provider-flare/agent/config"
 	"github.com/flarekit/terraform-provider-flare/agent/launch"
 	"github.com/flarekit/terraform-provider-flare/agent/manager"
+	"github.com/flarekit/terraform-provider-flare/internal/agentid"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
 
@@ -45,50 +46,52 @@ const (
 	RoleLead         = "lead"
 )
 
-// Identity is the agent's TLS identity from the site's startup kit.
+// Identity is the agent's own TLS identity, from its agent kit
+// (flare_agent_identity): never a participant's certificate and key.
 type Identity struct {
 	Cert tls.Certificate
 	Leaf *x509.Certificate
 	Root *x509.Certificate
 	Pool *x509.CertPool
-	// Site is the leaf's CN, Org its O.
+	// Site is the site the agent certificate serves (its CN without
+	// ":flare-agent"), Org its O.
 	Site, Org string
 }
 
-// LoadIdentity reads startup/server.crt|key (or client.crt|key) and
-// startup/rootCA.pem from the site's startup kit.
-func LoadIdentity(kitDir string) (*Identity, error) {
-	startup := filepath.Join(kitDir, "startup")
-	rootPEM, err := os.ReadFile(filepath.Join(startup, "rootCA.pem"))
+// LoadIdentity reads agent.crt, agent.key and rootCA.pem from the agent
+// kit at dir. A participant's startup kit is refused: the site host must
+// not hold the participant's private key.
+func LoadIdentity(dir string) (*Identity, error) {
+	if agentid.LooksLikeStartupKit(dir) {
+		return nil, fmt.Errorf("agent_kit_dir %s is a participant's startup kit: %s", dir, agentid.ParticipantKitHint)
+	}
+	rootPEM, err := os.ReadFile(filepath.Join(dir, agentid.RootFile))
 	if err != nil {
-		return nil, fmt.Errorf("site startup kit %s: %w", kitDir, err)
+		return nil, fmt.Errorf("agent kit %s: %w (make an agent kit with the Terraform resource flare_agent_identity)", dir, err)
 	}
 	root, err := pki.ParseCertPEM(rootPEM)
 	if err != nil {
-		return nil, fmt.Errorf("site startup kit: rootCA.pem: %w", err)
+		return nil, fmt.Errorf("agent kit: %s: %w", agentid.RootFile, err)
 	}
-	var cert tls.Certificate
-	var errs []error
-	for _, base := range []string{"server", "client"} {
-		cert, err = tls.LoadX509KeyPair(filepath.Join(startup, base+".crt"), filepath.Join(startup, base+".key"))
-		if err == nil {
-			break
-		}
-		errs = append(errs, err)
-	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, agentid.CertFile), filepath.Join(dir, agentid.KeyFile))
 	if err != nil {
-		return nil, fmt.Errorf("site startup kit %s: no server.crt/server.key or client.crt/client.key: %w", kitDir, errors.Join(errs...))
+		return nil, fmt.Errorf("agent kit %s: %s/%s: %w (make an agent kit with the Terraform resource flare_agent_identity)", dir, agentid.CertFile, agentid.KeyFile, err)
 	}
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
 		return nil, err
 	}
+	site, ok := agentid.SiteOf(leaf)
+	if !ok {
+		return nil, fmt.Errorf("agent kit %s: %s is %q (role %q), not an agent certificate: %s", dir, agentid.CertFile,
+			leaf.Subject.CommonName, pki.RoleOf(leaf), agentid.ParticipantKitHint)
+	}
 	pool := x509.NewCertPool()
 	pool.AddCert(root)
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, fmt.Errorf("site startup kit: %s is not signed by its rootCA.pem: %w", leaf.Subject.CommonName, err)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return nil, fmt.Errorf("agent kit: %s is not signed by its rootCA.pem: %w", leaf.Subject.CommonName, err)
 	}
-	id := &Identity{Cert: cert, Leaf: leaf, Root: root, Pool: pool, Site: leaf.Subject.CommonName}
+	id := &Identity{Cert: cert, Leaf: leaf, Root: root, Pool: pool, Site: site}
 	if len(leaf.Subject.Organization) > 0 {
 		id.Org = leaf.Subject.Organization[0]
 	}
@@ -163,7 +166,7 @@ func statusHosts(cfg *config.Config, id *Identity) map[string]bool {
 		}
 	}
 	if id != nil && id.Leaf != nil {
-		add(id.Leaf.Subject.CommonName)
+		add(id.Site) // the site name, as a participant certificate's CN was
 		for _, n := range id.Leaf.DNSNames {
 			add(n)
 		}

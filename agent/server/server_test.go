@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"github.com/flarekit/terraform-provider-flare/agent/config"
 	"github.com/flarekit/terraform-provider-flare/agent/launch"
 	"github.com/flarekit/terraform-provider-flare/agent/manager"
+	"github.com/flarekit/terraform-provider-flare/internal/agentid"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
 
@@ -53,6 +55,51 @@ func writeKit(t *testing.T, ca pki.CA, dir, base string, subj pki.Subject) strin
 	return dir
 }
 
+// writeAgentKit writes the agent kit flare_agent_identity would for site.
+func writeAgentKit(t *testing.T, ca pki.CA, dir, site, org string) string {
+	t.Helper()
+	cert, key, err := agentid.Issue(ca, site, org, []string{"127.0.0.1"}, pki.ValidityFor(time.Now(), 1), pki.Profile{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agentid.WriteKit(dir, cert, key, ca.Cert); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestLoadIdentityRefusesParticipantKits: the agent never serves with a
+// participant's certificate and key, and says how to get an agent kit.
+func TestLoadIdentityRefusesParticipantKits(t *testing.T) {
+	ca, dir := newCA(t), t.TempDir()
+	site := writeKit(t, ca, filepath.Join(dir, "site-1"), "client", pki.Subject{CommonName: "site-1", Organization: "org-a"})
+	for _, d := range []string{site, filepath.Join(site, "startup")} {
+		if _, err := LoadIdentity(d); err == nil || !strings.Contains(err.Error(), "participant's startup kit") || !strings.Contains(err.Error(), "flare_agent_identity") {
+			t.Errorf("%s: %v", d, err)
+		}
+	}
+	// A participant's certificate and key copied under agent kit names.
+	fake := filepath.Join(dir, "fake")
+	os.MkdirAll(fake, 0o755)
+	for from, to := range map[string]string{"rootCA.pem": agentid.RootFile, "client.crt": agentid.CertFile, "client.key": agentid.KeyFile} {
+		b, _ := os.ReadFile(filepath.Join(site, "startup", from))
+		os.WriteFile(filepath.Join(fake, to), b, 0o600)
+	}
+	if _, err := LoadIdentity(fake); err == nil || !strings.Contains(err.Error(), `"site-1" (role ""), not an agent certificate`) {
+		t.Errorf("participant certificate as agent.crt: %v", err)
+	}
+	// An agent kit signed by another CA than its rootCA.pem.
+	other := writeAgentKit(t, newCA(t), filepath.Join(dir, "other"), "site-1", "org-a")
+	os.WriteFile(filepath.Join(other, agentid.RootFile), pki.CertPEM(ca.Cert), 0o644)
+	if _, err := LoadIdentity(other); err == nil || !strings.Contains(err.Error(), "not signed by its rootCA.pem") {
+		t.Errorf("foreign agent kit: %v", err)
+	}
+	id, err := LoadIdentity(writeAgentKit(t, ca, filepath.Join(dir, "agent"), "site-1", "org-a"))
+	if err != nil || id.Site != "site-1" || id.Org != "org-a" {
+		t.Fatalf("agent kit: %+v %v", id, err)
+	}
+}
+
 func newCA(t *testing.T) pki.CA {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -75,15 +122,15 @@ func newFixture(t *testing.T, setup func(stateDir string)) *fixture {
 func newFixtureWith(t *testing.T, extra string, setup func(stateDir string)) *fixture {
 	t.Helper()
 	f := &fixture{t: t, dir: t.TempDir(), ca: newCA(t)}
-	writeKit(t, f.ca, filepath.Join(f.dir, "site"), "server", pki.Subject{CommonName: "site-1", Organization: "org-a"})
-	cfg, err := config.Parse([]byte("listen: 127.0.0.1:0\nstate_dir: state\nkit_dir: site\nmode: simulated\nqemu: /bin/false\n"+extra), f.dir)
+	writeAgentKit(t, f.ca, filepath.Join(f.dir, "agent"), "site-1", "org-a")
+	cfg, err := config.Parse([]byte("listen: 127.0.0.1:0\nstate_dir: state\nagent_kit_dir: agent\nmode: simulated\nqemu: /bin/false\n"+extra), f.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if setup != nil {
 		setup(cfg.StateDir)
 	}
-	id, err := LoadIdentity(cfg.KitDir)
+	id, err := LoadIdentity(cfg.AgentKitDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +339,20 @@ func TestPinSite(t *testing.T) {
 	if _, err := client.New(f.https.URL, client.PinSite(cfg, "site-1")).Health(ctx); err != nil {
 		t.Fatalf("pinned to the right site: %v", err)
 	}
-	if _, err := client.New(f.https.URL, client.PinSite(cfg, "site-2")).Health(ctx); err == nil || !strings.Contains(err.Error(), `not site "site-2"`) {
+	if _, err := client.New(f.https.URL, client.PinSite(cfg, "site-2")).Health(ctx); err == nil || !strings.Contains(err.Error(), `not the agent of site "site-2"`) {
 		t.Fatalf("pinned to another site: %v", err)
+	}
+	// A participant's certificate (CN site-1) does not pass for site-1's agent.
+	imp := httptest.NewUnstartedServer(f.srv.Handler())
+	impKit := writeKit(t, f.ca, filepath.Join(f.dir, "imp"), "client", pki.Subject{CommonName: "site-1", Organization: "org-a"})
+	impCert, err := tls.LoadX509KeyPair(filepath.Join(impKit, "startup", "client.crt"), filepath.Join(impKit, "startup", "client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp.TLS = &tls.Config{Certificates: []tls.Certificate{impCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: f.srv.id.Pool}
+	imp.StartTLS()
+	defer imp.Close()
+	if _, err := client.New(imp.URL, client.PinSite(cfg, "site-1")).Health(ctx); err == nil || !strings.Contains(err.Error(), "not a flare-agent certificate") {
+		t.Fatalf("participant certificate as the agent: %v", err)
 	}
 }

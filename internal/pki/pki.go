@@ -217,6 +217,12 @@ type LeafRequest struct {
 	DNSNames []string
 	Validity Validity
 	Profile  Profile
+	// ExtKeyUsage, when set, restricts the certificate to these purposes
+	// (participants have none, as NVFlare's; an agent's is serverAuth
+	// only, so NVFlare refuses it as a client or admin).
+	ExtKeyUsage []x509.ExtKeyUsage
+	// KeyUsage, when set, is written (critical) as the key usage.
+	KeyUsage x509.KeyUsage
 }
 
 // Issue signs a participant certificate with the CA.
@@ -264,8 +270,10 @@ func (ca CA) Issue(req LeafRequest) (*x509.Certificate, error) {
 		SubjectKeyId:       ski,
 		AuthorityKeyId:     ca.Cert.SubjectKeyId,
 		SignatureAlgorithm: x509.SHA256WithRSA,
-		// No key usage extensions, as NVFlare: a participant is TLS server
-		// and client in its mTLS links.
+		// No key usage extensions for participants, as NVFlare: a
+		// participant is TLS server and client in its mTLS links.
+		ExtKeyUsage: req.ExtKeyUsage,
+		KeyUsage:    req.KeyUsage,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, req.PublicKey, ca.Signer)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -31,7 +30,6 @@ import (
 	"github.com/flarekit/terraform-provider-flare/agent/manager"
 	"github.com/flarekit/terraform-provider-flare/agent/server"
 	"github.com/flarekit/terraform-provider-flare/internal/attest"
-	"github.com/flarekit/terraform-provider-flare/internal/kit"
 )
 
 func main() {
@@ -94,7 +92,7 @@ With --strict it exits 1 when runtime.problems is not empty.`,
 				if stateDir == "" {
 					env.StateDir = cfg.StateDir
 				}
-				env.KitDir = cfg.KitDir
+				env.KitDir = cfg.AgentKitDir
 			}
 			env.Mode, env.QEMU = mode, qemu
 			h := launch.Probe(cmd.Context(), qemu)
@@ -119,7 +117,7 @@ With --strict it exits 1 when runtime.problems is not empty.`,
 	}
 	c.Flags().StringVar(&qemu, "qemu", "qemu-system-x86_64", "QEMU binary (default: the config's)")
 	c.Flags().StringVar(&mode, "mode", api.ModeAuto, "mode to resolve: auto, snp or simulated (default: the config's)")
-	c.Flags().StringVarP(&cfgPath, "config", "c", "", "agent.yaml to take qemu, mode, state_dir and kit_dir from")
+	c.Flags().StringVarP(&cfgPath, "config", "c", "", "agent.yaml to take qemu, mode, state_dir and agent_kit_dir from")
 	c.Flags().StringVar(&stateDir, "state-dir", "", "state directory to check for writing (default: the config's)")
 	c.Flags().BoolVar(&strict, "strict", false, "exit 1 when the runtime check finds a problem")
 	return c
@@ -145,15 +143,11 @@ func serveCmd() *cobra.Command {
 
 func serve(ctx context.Context, cfg *config.Config) error {
 	log := newLogger(cfg.LogLevel)
-	id, err := server.LoadIdentity(cfg.KitDir)
+	// The agent's own identity (flare_agent_identity), never a
+	// participant's startup kit.
+	id, err := server.LoadIdentity(cfg.AgentKitDir)
 	if err != nil {
 		return err
-	}
-	// The site kit's startup/ folder is signed by the project root
-	// (signature.json); a kit that fails is still usable for TLS but may
-	// have been edited.
-	if err := kit.VerifyFolder(filepath.Join(cfg.KitDir, "startup"), id.Root); err != nil {
-		log.Warn("site startup kit signature check failed", "kit", cfg.KitDir, "err", err)
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return err

@@ -146,7 +146,7 @@ func checkRuntime(ctx context.Context, e runtimeEnv) runtimeReport {
 	}
 	if e.KitDir != "" {
 		if _, err := server.LoadIdentity(e.KitDir); err != nil {
-			problem("the site kit %s cannot be loaded by user %s: %v (make the kit readable by the flare-agent group: chgrp -R flare-agent %s; chmod -R g+rX %s)", e.KitDir, r.User, err, e.KitDir, e.KitDir)
+			problem("the agent kit %s cannot be loaded by user %s: %v (make the kit readable by the flare-agent group: chgrp -R flare-agent %s; chmod -R g+rX %s)", e.KitDir, r.User, err, e.KitDir, e.KitDir)
 		}
 	}
 	r.Sandbox = "not checked"

@@ -73,7 +73,7 @@ func TestCheckRuntime(t *testing.T) {
 		t.Errorf("a 0755 state dir is not a warning: %+v", r)
 	}
 	env.KitDir = filepath.Join(dir, "no-kit")
-	if r := checkRuntime(context.Background(), env); !hasMsg(r.Problems, "site kit", env.KitDir) {
+	if r := checkRuntime(context.Background(), env); !hasMsg(r.Problems, "agent kit", env.KitDir) {
 		t.Errorf("an unreadable kit is not a problem: %+v", r)
 	}
 }
