@@ -125,6 +125,10 @@ class Line:
     # admin of another project (module:class).
     admin_refused: str
     differences: Tuple[Difference, ...]
+    # NVFlare's own check of an admin's leaf certificate (module:function),
+    # or "" on lines without one; test_federation.py shows it refuses the
+    # flare-agent certificate (no clientAuth).
+    admin_cert_check: str = ""
 
 
 LINES = {
@@ -138,9 +142,11 @@ LINES = {
         admin_refused="nvflare.fuel.flare_api.api_spec:NoConnection",
         differences=(RELAY_CONNECTION_SECURITY, *SIGNATURES_KEPT, *CERTS),
     ),
+    # 2.9.0 checks an admin certificate's keyUsage and extendedKeyUsage.
     "2.9": Line(
         admin_refused="nvflare.fuel.flare_api.api_spec:NoConnection",
         differences=(RELAY_CONNECTION_SECURITY, *SIGNATURES_KEPT, *CERTS),
+        admin_cert_check="nvflare.fuel.sec.admin_cert:validate_admin_leaf_cert",
     ),
 }
 

@@ -47,3 +47,17 @@ output "relay_kits" {
     (flare_client.site2.name) = flare_startup_kit.site2.kit_dir
   }
 }
+
+# site-2's flare-agent identity (flare_agent_identity): test_federation.py
+# shows that NVFlare's server refuses it as a client and as an admin.
+resource "flare_agent_identity" "site2" {
+  project_id = flare_project.quickstart.id
+  site       = flare_client.site2.name
+  org        = "nvidia"
+  output_dir = "${path.module}/agents/site-2"
+}
+
+output "agent_kits" {
+  description = "Agent kits (flare_agent_identity), by site."
+  value       = { (flare_client.site2.name) = flare_agent_identity.site2.kit_dir }
+}

@@ -133,6 +133,22 @@ def tls_probe(cert: Path, key: Path, ca: Path, port: int) -> bytes:
             return t.recv(64)
 
 
+def tls_handshake(cert: Path, key: Path, ca: Path, port: int) -> bool:
+    """Whether a TLS 1.2 handshake with this client certificate completes
+    (in TLS 1.2 the server checks the client certificate in the handshake)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(str(ca))
+    ctx.load_cert_chain(str(cert), str(key))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost"):
+                return True
+    except (ssl.SSLError, ConnectionError, OSError):
+        return False
+
+
 def runtime_process(fed, name: str, module: str):
     """The NVFlare process (python -m <module>) started from kit `name`."""
     def find():
@@ -176,6 +192,46 @@ class TestFederation:
                                interval=2, detail=lambda: fed.logs_tail(SERVER))
         info = fed.session.get_system_info()
         assert info.client_info == [], f"clients before any started: {info.client_info}"
+
+    def test_agent_certificate_is_no_participant(self, fed, project, line):
+        """flare_agent_identity's certificate (CN "site-2:flare-agent", role
+        flare-agent, extendedKeyUsage serverAuth only) gets nowhere as a
+        participant: the server's mTLS refuses it as a client certificate on
+        the fed_learn port and on the admin port, so a client presenting it
+        cannot register and an admin session with it cannot log in."""
+        agent = project.root / project.output("agent_kits")["site-2"]  # relative to the Terraform dir
+        crt, key, ca = agent / "agent.crt", agent / "agent.key", agent / "rootCA.pem"
+        assert crt.exists() and key.exists(), f"no agent kit in {agent}"
+        # The same handshakes with the participants' own certificates work:
+        # site-1's on the fed_learn port, the admin's on the admin port.
+        for kit, port in ((fed.kits["site-1"], fed.fl_port), (fed.kits[ADMIN], fed.admin_port)):
+            s = kit / "startup"
+            assert tls_handshake(s / "client.crt", s / "client.key", s / "rootCA.pem", port), f"{kit.name} refused on {port}"
+        for port in (fed.fl_port, fed.admin_port):
+            assert not tls_handshake(crt, key, ca, port), f"port {port} accepted the agent certificate as a client's"
+            try:
+                got = tls_probe(crt, key, ca, port)
+            except (ssl.SSLError, ConnectionError, OSError):
+                got = b""
+            assert got == b"", f"port {port} answered a client presenting the agent certificate: {got!r}"
+
+        # Past TLS, NVFlare's own identity checks (on the lines that have
+        # them) refuse the certificate too: it asserts no participant's name
+        # and is not for client authentication.
+        from cryptography import x509 as cx509
+
+        cert = cx509.load_pem_x509_certificate(crt.read_bytes())
+        if line.admin_cert_check:
+            with pytest.raises(ValueError, match="clientAuth"):
+                lines.load(line.admin_cert_check)(cert)
+        from nvflare.fuel.hci.security import get_identity_info
+        from nvflare.lighter.utils import cert_to_dict
+
+        identity = get_identity_info(cert_to_dict(cert))
+        assert identity["common_name"] == "site-2:flare-agent" and identity["role"] == "flare-agent", identity
+
+        time.sleep(2)
+        assert fed.client_names() == [], "a client registered"
 
     def test_client_of_another_project_cannot_join(self, fed, line):
         fed.start("foreign-" + FOREIGN_CLIENT, fed.foreign_client, once=False)
