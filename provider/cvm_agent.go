@@ -108,8 +108,9 @@ func readCVMKit(dir string) (*cvm.Manifest, error) {
 }
 
 // agentClientFor authenticates with the startup kit at authKitDir and
-// accepts only an agent whose certificate is the site's: the participant
-// the CVM kit is for (the agent serves with that site's startup kit).
+// accepts only the agent certificate (flare_agent_identity) of site, the
+// participant the CVM kit is for: never a participant certificate, the
+// site's own included (client.PinSite).
 func agentClientFor(agentURL, authKitDir, site string) (*client.Client, error) {
 	cfg, err := client.TLSConfigFromKit(authKitDir)
 	if err != nil {

@@ -127,7 +127,7 @@ func (r *cvmInstanceResource) Schema(_ context.Context, _ resource.SchemaRequest
 				Validators:          []validator.String{durationCheck},
 				MarkdownDescription: "How long create waits for the guest to boot and attest. Defaults to `" + defaultReadyTimeout + "`."},
 
-			"participant": computed("The site the kit is for; the agent's certificate must name it."),
+			"participant": computed("The site the kit is for; the agent must present that site's agent certificate (flare_agent_identity, CN `<site>:flare-agent`), never a participant certificate."),
 			"kit_id":      computed("`launch.json`'s id of the launched kit."),
 			"mode":        computed("How the agent runs the CVM: `snp` or `simulated`."),
 			"state":       computed("The CVM's state on the agent at the last refresh (`running`, ...)."),
