@@ -85,6 +85,19 @@ func parseProjectID(id string) (caRef, error) {
 	return ref, nil
 }
 
+// splitImportID splits an import id "<what>@<project id>" at the project
+// id: <what> may itself hold "@" (an admin's email, a path).
+func splitImportID(id string) (what, projectID string, ok bool) {
+	i := strings.LastIndex(id, "@"+localRefPrefix)
+	if j := strings.LastIndex(id, "@"+vaultRefPrefix); j > i {
+		i = j
+	}
+	if i <= 0 {
+		return "", "", false
+	}
+	return id[:i], id[i+1:], true
+}
+
 // sameCA reports whether two project ids name the same CA, whatever their
 // NVFlare lines: a change of line alone keeps every certificate.
 func sameCA(a, b string) bool {

@@ -101,3 +101,7 @@ func projectIDModifiers() []planmodifier.String {
 // descriptorCheck validates a participant descriptor attribute.
 var descriptorCheck = stringCheck{summary: "Invalid Participant Descriptor", desc: "a participant's descriptor (flare_<type>.<name>.descriptor)",
 	check: func(s string) error { _, err := parseDescriptor(s); return err }}
+
+// projectIDCheck validates a project_id attribute.
+var projectIDCheck = stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
+	check: func(s string) error { _, err := parseProjectID(s); return err }}

@@ -109,8 +109,7 @@ func (r *participantResource) Schema(_ context.Context, _ resource.SchemaRequest
 		"project_id": schema.StringAttribute{
 			Required: true, PlanModifiers: projectIDModifiers(),
 			MarkdownDescription: "`flare_project.<name>.id`: the CA that signs this participant, and the NVFlare line its certificate and kit follow. A new line on the same CA keeps the key and certificate.",
-			Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
-				check: func(s string) error { _, err := storeFromProjectID(s); return err }}},
+			Validators:          []validator.String{projectIDCheck},
 		},
 		"name": schema.StringAttribute{
 			Required: true, PlanModifiers: replace,
@@ -510,16 +509,12 @@ func (r *participantResource) Delete(ctx context.Context, req resource.DeleteReq
 
 // ImportState takes "<name>@<project_id>", e.g. "site-1@local:.flare-ca".
 func (r *participantResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	i := strings.LastIndex(req.ID, "@"+localRefPrefix)
-	if j := strings.LastIndex(req.ID, "@"+vaultRefPrefix); j > i {
-		i = j
-	}
-	if i <= 0 {
+	name, projectID, ok := splitImportID(req.ID)
+	if !ok {
 		resp.Diagnostics.AddError("Invalid Import ID",
 			fmt.Sprintf("import id %q must be <name>@<project_id>, for example site-1@local:.flare-ca", req.ID))
 		return
 	}
-	name, projectID := req.ID[:i], req.ID[i+1:]
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), name)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("name"), name)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("project_id"), projectID)...)

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
@@ -103,8 +102,7 @@ func (r *agentIdentityResource) Schema(_ context.Context, _ resource.SchemaReque
 			"project_id": schema.StringAttribute{
 				Required: true, PlanModifiers: projectIDModifiers(),
 				MarkdownDescription: "`flare_project.<name>.id`: the CA that signs the agent certificate.",
-				Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
-					check: func(s string) error { _, err := storeFromProjectID(s); return err }}},
+				Validators:          []validator.String{projectIDCheck},
 			},
 			"site": schema.StringAttribute{
 				Required: true, PlanModifiers: replace,
@@ -497,16 +495,12 @@ func (r *agentIdentityResource) Delete(ctx context.Context, req resource.DeleteR
 // ImportState takes "<output_dir>@<project_id>", e.g.
 // "kits/site-1.agent@local:.flare-ca".
 func (r *agentIdentityResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	i := strings.LastIndex(req.ID, "@"+localRefPrefix)
-	if j := strings.LastIndex(req.ID, "@"+vaultRefPrefix); j > i {
-		i = j
-	}
-	if i <= 0 {
+	dir, projectID, ok := splitImportID(req.ID)
+	if !ok {
 		resp.Diagnostics.AddError("Invalid Import ID",
 			fmt.Sprintf("import id %q must be <output_dir>@<project_id>, for example kits/site-1.agent@local:.flare-ca", req.ID))
 		return
 	}
-	dir, projectID := req.ID[:i], req.ID[i+1:]
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), dir)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("output_dir"), dir)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("project_id"), projectID)...)

@@ -120,8 +120,7 @@ func (r *cvmKitResource) Schema(_ context.Context, _ resource.SchemaRequest, res
 				MarkdownDescription: "`flare_project.<name>.id`: the project whose root CA signs the kit (`signature.json` over " +
 					"`launch.json`, which holds the SHA-256 of every drive and boot file, and the script and README). " +
 					"flare-agent launches only kits that verify against its project's root. The startup kit must be of this project.",
-				Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
-					check: func(s string) error { _, err := storeFromProjectID(s); return err }}}},
+				Validators: []validator.String{projectIDCheck}},
 			"startup_kit_dir": schema.StringAttribute{Required: true,
 				MarkdownDescription: "`flare_startup_kit.<name>.kit_dir`: the participant's startup kit, copied to `nvflare/` on the user_config drive."},
 			"startup_kit_sha256": schema.StringAttribute{Required: true,

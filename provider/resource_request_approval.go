@@ -102,13 +102,12 @@ func (r *requestApprovalResource) Schema(_ context.Context, _ resource.SchemaReq
 			"writes no private key on this path. Approved certificates are recorded (certificate only) in the project's " +
 			"CA directory, so a name cannot be approved twice or collide with a `flare_client`/`flare_admin`. " +
 			"Needs a project on NVFlare 2.9 (`nvflare_version`).",
-		Attributes: map[string]schema.Attribute{
+		Attributes: withApprovalSettings("the", map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "Path of the signed zip."},
 			"project_id": schema.StringAttribute{
 				Required: true, PlanModifiers: projectIDModifiers(),
 				MarkdownDescription: "`flare_project.<name>.id`: the CA that signs the certificate. The request's project must be this project's name.",
-				Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
-					check: func(s string) error { _, err := storeFromProjectID(s); return err }}},
+				Validators:          []validator.String{projectIDCheck},
 			},
 			"server": schema.StringAttribute{
 				Required: true, Validators: []validator.String{descriptor},
@@ -152,23 +151,6 @@ func (r *requestApprovalResource) Schema(_ context.Context, _ resource.SchemaReq
 				Validators:          []validator.String{stringCheck{summary: "Invalid Org", desc: "letters, digits and _", check: project.ValidateOrg}},
 				MarkdownDescription: "The organization the request must name (plan fails otherwise); left out, it is taken from the request.",
 			},
-			"scheme": schema.StringAttribute{
-				Optional: true, Computed: true, Default: stringdefault.StaticString(defaultApprovalScheme),
-				Validators: []validator.String{stringvalidator.OneOf("grpc", "tcp", "http")},
-				MarkdownDescription: "Communication scheme recorded in `signed.json`; the packaged kit dials the server with it. " +
-					"Defaults to `" + defaultApprovalScheme + "`, what `flare_startup_kit` writes into the server's kit.",
-			},
-			"connection_security": schema.StringAttribute{
-				Optional: true, Computed: true, Default: stringdefault.StaticString(defaultApprovalConnSec),
-				Validators:          []validator.String{stringvalidator.OneOf("clear", "tls", "mtls")},
-				MarkdownDescription: "`default_connection_security` recorded in `signed.json`. Defaults to `" + defaultApprovalConnSec + "`, as the server's kit.",
-			},
-			"validity_days": schema.Int64Attribute{
-				Optional: true, Computed: true, Default: int64default.StaticInt64(approve.DefaultValidDays),
-				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
-				Validators:          []validator.Int64{int64validator.Between(1, 36500)},
-				MarkdownDescription: fmt.Sprintf("Days the certificate is valid, never past the root's expiry. Defaults to %d, as `nvflare cert approve`.", approve.DefaultValidDays),
-			},
 			"output_dir": schema.StringAttribute{
 				Required:            true,
 				Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
@@ -188,7 +170,7 @@ func (r *requestApprovalResource) Schema(_ context.Context, _ resource.SchemaReq
 				MarkdownDescription: "The root's fingerprint as `SHA256:AA:BB:…`: give it to the site out of band for `nvflare package --fingerprint`.",
 			},
 			"not_after": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "RFC 3339 time the certificate expires."},
-		},
+		}),
 	}
 }
 
@@ -398,6 +380,29 @@ func checkNotServerName(name string, ep approve.Endpoint, attr path.Path, label 
 // participantNameTaken reports whether name is a participant of the project
 // already: one with a key here, or one a site keeps the key of (an approval).
 // It returns the file that says so.
+// withApprovalSettings adds what flare_request_approval and
+// flare_request_approvals record alike in a signed.json ("the" or "each").
+func withApprovalSettings(which string, attrs map[string]schema.Attribute) map[string]schema.Attribute {
+	attrs["scheme"] = schema.StringAttribute{
+		Optional: true, Computed: true, Default: stringdefault.StaticString(defaultApprovalScheme),
+		Validators: []validator.String{stringvalidator.OneOf("grpc", "tcp", "http")},
+		MarkdownDescription: "Communication scheme recorded in " + which + " `signed.json`; the packaged kit dials the server with it. " +
+			"Defaults to `" + defaultApprovalScheme + "`, what `flare_startup_kit` writes into the server's kit.",
+	}
+	attrs["connection_security"] = schema.StringAttribute{
+		Optional: true, Computed: true, Default: stringdefault.StaticString(defaultApprovalConnSec),
+		Validators:          []validator.String{stringvalidator.OneOf("clear", "tls", "mtls")},
+		MarkdownDescription: "`default_connection_security` recorded in " + which + " `signed.json`. Defaults to `" + defaultApprovalConnSec + "`, as the server's kit.",
+	}
+	attrs["validity_days"] = schema.Int64Attribute{
+		Optional: true, Computed: true, Default: int64default.StaticInt64(approve.DefaultValidDays),
+		PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
+		Validators:          []validator.Int64{int64validator.Between(1, 36500)},
+		MarkdownDescription: fmt.Sprintf("Days %s certificate is valid, never past the root's expiry. Defaults to %d, as `nvflare cert approve`.", which, approve.DefaultValidDays),
+	}
+	return attrs
+}
+
 func participantNameTaken(store localca.Store, name string) (string, bool) {
 	for _, p := range []string{store.ParticipantKeyPath(name), approvalOwnerPath(store, name)} {
 		if _, err := os.Stat(p); err == nil {
@@ -930,16 +935,12 @@ func removeRecord(store localca.Store, name string, ours func(certPEM []byte) bo
 // ImportState takes "<path of the signed zip>@<project_id>", e.g.
 // "approvals/site-7.signed.zip@local:.flare-ca?nvflare=2.9".
 func (r *requestApprovalResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
-	i := strings.LastIndex(req.ID, "@"+localRefPrefix)
-	if j := strings.LastIndex(req.ID, "@"+vaultRefPrefix); j > i {
-		i = j
-	}
-	if i <= 0 {
+	zipPath, projectID, ok := splitImportID(req.ID)
+	if !ok {
 		resp.Diagnostics.AddError("Invalid Import ID",
 			fmt.Sprintf("import id %q must be <signed zip path>@<project_id>, for example approvals/site-7.signed.zip@local:.flare-ca?nvflare=2.9", req.ID))
 		return
 	}
-	zipPath, projectID := req.ID[:i], req.ID[i+1:]
 	if _, err := parseProjectID(projectID); err != nil {
 		resp.Diagnostics.AddError("Invalid Import ID", err.Error())
 		return

@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
@@ -19,10 +18,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
@@ -96,13 +92,12 @@ func (r *requestApprovalsResource) Schema(_ context.Context, _ resource.SchemaRe
 			"again a request with a new key or request id, and removes the signed zip and CA directory record of a request " +
 			"that left the set. State holds one path and one digest per participant; the certificates are recorded in the " +
 			"project's CA directory. Needs a project on NVFlare 2.9 (`nvflare_version`).",
-		Attributes: map[string]schema.Attribute{
+		Attributes: withApprovalSettings("each", map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "The output directory."},
 			"project_id": schema.StringAttribute{
 				Required: true, PlanModifiers: projectIDModifiers(),
 				MarkdownDescription: "`flare_project.<name>.id`: the CA that signs the certificates. Each request's project must be this project's name.",
-				Validators: []validator.String{stringCheck{summary: "Invalid Project ID", desc: "a flare_project id",
-					check: func(s string) error { _, err := storeFromProjectID(s); return err }}},
+				Validators:          []validator.String{projectIDCheck},
 			},
 			"server": schema.StringAttribute{
 				Required: true, Validators: []validator.String{descriptor},
@@ -117,22 +112,6 @@ func (r *requestApprovalsResource) Schema(_ context.Context, _ resource.SchemaRe
 					"appear once. (A list, not a set: the plugin framework compares the elements of a set pairwise on every refresh and " +
 					"apply, seconds for a thousand paths.) Each is checked at plan time as `flare_request_approval.request_zip` is, " +
 					"and must stay readable. Two requests of one name are refused.",
-			},
-			"scheme": schema.StringAttribute{
-				Optional: true, Computed: true, Default: stringdefault.StaticString(defaultApprovalScheme),
-				Validators:          []validator.String{stringvalidator.OneOf("grpc", "tcp", "http")},
-				MarkdownDescription: "Communication scheme recorded in each `signed.json`. Defaults to `" + defaultApprovalScheme + "`, as the server's kit.",
-			},
-			"connection_security": schema.StringAttribute{
-				Optional: true, Computed: true, Default: stringdefault.StaticString(defaultApprovalConnSec),
-				Validators:          []validator.String{stringvalidator.OneOf("clear", "tls", "mtls")},
-				MarkdownDescription: "`default_connection_security` recorded in each `signed.json`. Defaults to `" + defaultApprovalConnSec + "`, as the server's kit.",
-			},
-			"validity_days": schema.Int64Attribute{
-				Optional: true, Computed: true, Default: int64default.StaticInt64(approve.DefaultValidDays),
-				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
-				Validators:          []validator.Int64{int64validator.Between(1, 36500)},
-				MarkdownDescription: fmt.Sprintf("Days each certificate is valid, never past the root's expiry. Defaults to %d, as `nvflare cert approve`.", approve.DefaultValidDays),
 			},
 			"output_dir": schema.StringAttribute{
 				Required: true, Validators: []validator.String{stringvalidator.LengthAtLeast(1)},
@@ -151,7 +130,7 @@ func (r *requestApprovalsResource) Schema(_ context.Context, _ resource.SchemaRe
 				Computed: true, PlanModifiers: keep,
 				MarkdownDescription: "The root's fingerprint as `SHA256:AA:BB:…`: give it to the sites out of band for `nvflare package --fingerprint`.",
 			},
-		},
+		}),
 	}
 }
 
