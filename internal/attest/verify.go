@@ -32,8 +32,13 @@ const (
 // Policy is what a report must show to be accepted.
 type Policy struct {
 	// ExpectedMeasurement is the launch digest (48 bytes) computed for the
-	// CVM kit (internal/measure). Required.
+	// CVM kit (internal/measure). Required unless AnyMeasurement.
 	ExpectedMeasurement []byte
+	// AnyMeasurement leaves MEASUREMENT unchecked: the caller checks it
+	// itself from the Verdict (flare-kbs, which learns which resource the
+	// guest wants, and so which measurements are allowed, only after the
+	// attestation). ExpectedMeasurement must then be nil.
+	AnyMeasurement bool
 	// GuestPolicy is the most permissive SNP guest policy accepted (as
 	// go-sev-guest's validate.Options.GuestPolicy: a report may not set
 	// SMT, MIGRATE_MA, DEBUG or CXL_ALLOW unless this does; the ABI
@@ -54,9 +59,15 @@ type Policy struct {
 	// PermitProvisionalFirmware lets the committed TCB/firmware version be
 	// lower than the current one.
 	PermitProvisionalFirmware bool
-	// Nonce is the nonce this verifier sent. Required: it makes the
-	// report fresh.
+	// Nonce is the nonce this verifier sent. Required unless ReportData
+	// is set: it makes the report fresh.
 	Nonce []byte
+	// ReportData, when set, is the exact REPORT_DATA (64 bytes) the report
+	// must carry, for protocols with a binding of their own (Trustee's KBS
+	// protocol: SHA-384 of the canonical runtime data, zero-padded). Nonce
+	// and GuestKey must then be nil, and the evidence's Nonce and GuestKey
+	// are ignored.
+	ReportData []byte
 	// GuestKey is the guest key fingerprint that must be bound with the
 	// nonce. nil: the evidence's GuestKey is bound instead (and reported
 	// in the Verdict), i.e. the verifier learns which key the guest holds.
@@ -175,13 +186,24 @@ func Verify(ev *Evidence, p Policy, now time.Time) (*Verdict, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	if len(p.ExpectedMeasurement) != abi.MeasurementSize {
+	if p.AnyMeasurement {
+		if p.ExpectedMeasurement != nil {
+			return nil, errors.New("attest: policy: AnyMeasurement and ExpectedMeasurement are both set")
+		}
+	} else if len(p.ExpectedMeasurement) != abi.MeasurementSize {
 		return nil, fmt.Errorf("attest: policy: ExpectedMeasurement is %d bytes, want %d", len(p.ExpectedMeasurement), abi.MeasurementSize)
 	}
 	if p.HostData != nil && len(p.HostData) != abi.HostDataSize {
 		return nil, fmt.Errorf("attest: policy: HostData is %d bytes, want %d", len(p.HostData), abi.HostDataSize)
 	}
-	if err := checkNonce(p.Nonce); err != nil {
+	if p.ReportData != nil {
+		if len(p.ReportData) != abi.ReportDataSize {
+			return nil, fmt.Errorf("attest: policy: ReportData is %d bytes, want %d", len(p.ReportData), abi.ReportDataSize)
+		}
+		if p.Nonce != nil || p.GuestKey != nil {
+			return nil, errors.New("attest: policy: ReportData is set together with Nonce or GuestKey (give one binding)")
+		}
+	} else if err := checkNonce(p.Nonce); err != nil {
 		return nil, fmt.Errorf("attest: policy: %w", err)
 	}
 	gp := p.GuestPolicy
@@ -247,25 +269,34 @@ func Verify(ev *Evidence, p Policy, now time.Time) (*Verdict, error) {
 	fillVerdict(v, report)
 
 	// Freshness and key binding.
-	v.Nonce = hex.EncodeToString(p.Nonce)
-	if !bytes.Equal(ev.Nonce, p.Nonce) {
-		reject("nonce", "the evidence answers nonce %x, this verifier sent %x (stale or replayed evidence)", ev.Nonce, p.Nonce)
-	}
-	key := p.GuestKey
-	if key == nil {
-		key = ev.GuestKey
-	} else if ev.GuestKey != nil && !bytes.Equal(ev.GuestKey, p.GuestKey) {
-		reject("guest_key", "the evidence names guest key %x, the policy expects %x", ev.GuestKey, p.GuestKey)
-	}
-	v.GuestKey = hex.EncodeToString(key)
-	wantRD := ReportData(p.Nonce, key)
-	if !bytes.Equal(report.GetReportData(), wantRD[:]) {
-		reject("report_data", "REPORT_DATA %x is not SHA-512(nonce ‖ guest key) %x: the report was made for another nonce or guest key (stale or replayed)",
-			report.GetReportData(), wantRD)
+	var wantRD [64]byte
+	if p.ReportData != nil {
+		copy(wantRD[:], p.ReportData)
+		if !bytes.Equal(report.GetReportData(), wantRD[:]) {
+			reject("report_data", "REPORT_DATA %x, expected %x: the report was made for another nonce or key (stale or replayed)",
+				report.GetReportData(), wantRD)
+		}
+	} else {
+		v.Nonce = hex.EncodeToString(p.Nonce)
+		if !bytes.Equal(ev.Nonce, p.Nonce) {
+			reject("nonce", "the evidence answers nonce %x, this verifier sent %x (stale or replayed evidence)", ev.Nonce, p.Nonce)
+		}
+		key := p.GuestKey
+		if key == nil {
+			key = ev.GuestKey
+		} else if ev.GuestKey != nil && !bytes.Equal(ev.GuestKey, p.GuestKey) {
+			reject("guest_key", "the evidence names guest key %x, the policy expects %x", ev.GuestKey, p.GuestKey)
+		}
+		v.GuestKey = hex.EncodeToString(key)
+		wantRD = ReportData(p.Nonce, key)
+		if !bytes.Equal(report.GetReportData(), wantRD[:]) {
+			reject("report_data", "REPORT_DATA %x is not SHA-512(nonce ‖ guest key) %x: the report was made for another nonce or guest key (stale or replayed)",
+				report.GetReportData(), wantRD)
+		}
 	}
 
 	// Launch identity.
-	if !bytes.Equal(report.GetMeasurement(), p.ExpectedMeasurement) {
+	if !p.AnyMeasurement && !bytes.Equal(report.GetMeasurement(), p.ExpectedMeasurement) {
 		reject("measurement", "MEASUREMENT %x, expected %x", report.GetMeasurement(), p.ExpectedMeasurement)
 	}
 	if p.HostData != nil && !bytes.Equal(report.GetHostData(), p.HostData) {
