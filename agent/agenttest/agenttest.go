@@ -8,7 +8,6 @@ package agenttest
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
@@ -29,7 +28,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flarekit/terraform-provider-flare/agent/initramfs"
+	"github.com/flarekit/terraform-provider-flare/internal/initramfs"
+	"github.com/flarekit/terraform-provider-flare/internal/kmod"
 )
 
 // Host holds the host paths a simulated guest needs; FLARE_E2E_QEMU,
@@ -136,63 +136,16 @@ func BuildAgent(t testing.TB, dir string) string {
 // available in kernel version kver, skipping built-in ones.
 func modulesFor(t testing.TB, kver string, names []string) []string {
 	t.Helper()
-	base := filepath.Join("/lib/modules", kver)
-	norm := func(s string) string {
-		s = filepath.Base(s)
-		for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
-			s = strings.TrimSuffix(s, ext)
-		}
-		return strings.ReplaceAll(s, "-", "_")
-	}
-	builtin := map[string]bool{}
-	if b, err := os.ReadFile(filepath.Join(base, "modules.builtin")); err == nil {
-		for _, l := range strings.Fields(string(b)) {
-			builtin[norm(l)] = true
-		}
-	}
-	paths := map[string]string{}
-	deps := map[string][]string{}
-	f, err := os.Open(filepath.Join(base, "modules.dep"))
+	mods, err := kmod.Resolve(filepath.Join("/lib/modules", kver), names)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		mod, ds, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		n := norm(mod)
-		paths[n] = filepath.Join(base, mod)
-		for _, d := range strings.Fields(ds) {
-			deps[n] = append(deps[n], norm(d))
-		}
-	}
 	var order []string
-	seen := map[string]bool{}
-	var visit func(n string)
-	visit = func(n string) {
-		if seen[n] || builtin[n] {
-			return
+	for _, m := range mods {
+		if !strings.HasSuffix(m.Path, ".ko") {
+			SkipOrFail(t, "module %s is compressed (%s): busybox insmod in the test initramfs cannot load it", m.Name, m.Path)
 		}
-		seen[n] = true
-		ds := deps[n]
-		for i := len(ds) - 1; i >= 0; i-- {
-			visit(ds[i])
-		}
-		p, ok := paths[n]
-		if !ok {
-			t.Fatalf("module %s is neither built into %s nor in modules.dep", n, kver)
-		}
-		if !strings.HasSuffix(p, ".ko") {
-			SkipOrFail(t, "module %s is compressed (%s): busybox insmod in the test initramfs cannot load it", n, p)
-		}
-		order = append(order, p)
-	}
-	for _, n := range names {
-		visit(strings.ReplaceAll(n, "-", "_"))
+		order = append(order, m.Path)
 	}
 	return order
 }

@@ -1,7 +1,8 @@
-// Package initramfs writes a gzip-compressed newc cpio archive, the format
-// Linux unpacks as its initramfs. flare-agent's tests use it to build a
-// tiny guest (busybox, the guest responder, a few virtio modules) without
-// the cpio tool.
+// Package initramfs writes newc cpio archives, the format Linux unpacks as
+// its initramfs, without the cpio tool: gzip-compressed for flare-agent's
+// test guests (busybox, the guest responder), uncompressed for the CVM
+// kits' per-kit initrd (flare-init), whose bytes are measured and must be
+// the same for the same inputs whatever the compressor's version.
 package initramfs
 
 import (
@@ -30,6 +31,20 @@ type Entry struct {
 // Write writes entries (parents created as needed, sorted) to w as
 // cpio.gz.
 func Write(w io.Writer, entries []Entry) error {
+	zw, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	if err != nil {
+		return err
+	}
+	if err := WriteCPIO(zw, entries); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// WriteCPIO writes entries (parents created as needed, sorted) to w as an
+// uncompressed cpio archive. Every member has mtime 0, uid and gid 0 and
+// inode numbers in name order, so the same entries give the same bytes.
+func WriteCPIO(w io.Writer, entries []Entry) error {
 	all := map[string]Entry{}
 	for _, e := range entries {
 		e.Name = strings.TrimPrefix(path.Clean("/"+e.Name), "/")
@@ -48,11 +63,7 @@ func Write(w io.Writer, entries []Entry) error {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	zw, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(zw, 1<<20)
+	bw := bufio.NewWriterSize(w, 1<<20)
 	cw := &cpioWriter{w: bw}
 	for i, n := range names {
 		if err := cw.add(uint32(i+1), all[n]); err != nil {
@@ -62,10 +73,7 @@ func Write(w io.Writer, entries []Entry) error {
 	if err := cw.header(0, "TRAILER!!!", 0, 0, 1); err != nil {
 		return err
 	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	return zw.Close()
+	return bw.Flush()
 }
 
 // WriteFile writes the archive to p.
