@@ -14,6 +14,7 @@
 #   FuzzParseFile         internal/project project.yml (flare_project_config)
 #   FuzzParseRequestZip   internal/approve NVFlare 2.9 request zip (a site)
 #   FuzzParseRequestParts internal/approve its members, re-zipped with matching hashes
+#   FuzzOpen              internal/luks    the LUKS1/LUKS2 header of the encrypted root (the host)
 #
 # Seeds: each target's f.Add calls plus testdata/fuzz/<Name>/ beside it. A
 # crash the fuzzer finds is written there by go test; fix the bug and keep
@@ -41,7 +42,8 @@ FUZZ_TARGETS  := \
 	internal/cvm:FuzzDockerArchive \
 	internal/project:FuzzParseFile \
 	internal/approve:FuzzParseRequestZip \
-	internal/approve:FuzzParseRequestParts
+	internal/approve:FuzzParseRequestParts \
+	internal/luks:FuzzOpen
 
 FUZZ_NAMES := $(foreach t,$(FUZZ_TARGETS),$(lastword $(subst :, ,$(t))))
 
