@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"io"
 	"log"
 	"net/http"
@@ -31,6 +32,8 @@ type Server struct {
 	// UIDir, when set, is NVFlare's static web UI folder to serve.
 	UIDir string
 
+	uiTemplates map[string]*template.Template
+
 	limiter loginLimiter
 	once    sync.Once
 	metrics *metrics
@@ -57,13 +60,18 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("GET "+p+"/clients/{id}", s.auth(s.getClient))
 		mux.HandleFunc("PATCH "+p+"/clients/{id}", s.auth(s.patchClient))
 		mux.HandleFunc("DELETE "+p+"/clients/{id}", s.auth(s.deleteClient))
-		mux.HandleFunc("POST "+p+"/servers/{id}/blob", intID(s.auth(s.serverBlob)))
-		mux.HandleFunc("POST "+p+"/clients/{id}/blob", intID(s.auth(s.clientBlob)))
-		mux.HandleFunc("POST "+p+"/users/{id}/blob", intID(s.auth(s.userBlob)))
+		mux.HandleFunc("POST "+p+"/servers/{id}/blob", intID(s.auth(s.blobHandler(kitServer))))
+		mux.HandleFunc("POST "+p+"/clients/{id}/blob", intID(s.auth(s.blobHandler(kitClient))))
+		mux.HandleFunc("POST "+p+"/users/{id}/blob", intID(s.auth(s.blobHandler(kitAdmin))))
 		mux.HandleFunc("GET "+p+"/audit", s.auth(s.getAudit))
 	}
+	s.uiRoutes(mux)
 	if s.UIDir != "" {
 		mux.Handle("GET /", uiHandler(s.UIDir))
+	} else {
+		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, uiBase+"/", http.StatusFound)
+		})
 	}
 	return s.metrics.instrument(mux)
 }
@@ -342,26 +350,39 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request, c *Claims)
 	if v, set := truthyJSON(m["server_props"]); set {
 		p.ServerProps = v
 	}
-	if p.Frozen && p.RootCert == "" {
-		// NVFlare freezes anything and fails at the first download (500).
-		if p.ShortName == "" || p.Server1 == "" {
-			writeJSON(w, 422, obj{"status": "short_name and server1 must be set to freeze the project"})
+	if err := s.saveProject(p, c.Sub); err != nil {
+		var be *blobError
+		if errors.As(err, &be) {
+			writeJSON(w, be.status, be.body)
 			return
 		}
-		if err := makeRoot(p, s.now(), s.Passphrase); err != nil {
-			s.fail(w, err)
-			return
-		}
-	}
-	frozeNow := p.Frozen // it was not before this patch
-	if err := s.Store.UpdateProject(p); err != nil {
 		s.fail(w, err)
 		return
 	}
-	if frozeNow {
-		s.audit(c.Sub, "freeze_project", p.ShortName, "root CA created")
-	}
 	s.getProject(w, r)
+}
+
+// saveProject writes p, patched from the stored unfrozen project. Freezing
+// (p.Frozen) makes the root CA, as NVFlare does; it needs short_name and
+// server1 (NVFlare freezes anything and fails at the first download, 500):
+// a *blobError 422 otherwise.
+func (s *Server) saveProject(p *Project, actor string) error {
+	freezing := p.Frozen && p.RootCert == ""
+	if freezing {
+		if p.ShortName == "" || p.Server1 == "" {
+			return &blobError{422, obj{"status": "short_name and server1 must be set to freeze the project"}}
+		}
+		if err := makeRoot(p, s.now(), s.Passphrase); err != nil {
+			return err
+		}
+	}
+	if err := s.Store.UpdateProject(p); err != nil {
+		return err
+	}
+	if freezing {
+		s.audit(actor, "freeze_project", p.ShortName, "root CA created")
+	}
+	return nil
 }
 
 func (s *Server) getOrgs(w http.ResponseWriter, r *http.Request) {

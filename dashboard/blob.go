@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"time"
@@ -158,36 +159,141 @@ func (s *Server) serverParticipant(proj *Project) (project.Participant, error) {
 	return srv, nil
 }
 
-// blobRequest reads the PIN and the frozen project; NVFlare answers a bad
-// PIN or an unfrozen project with HTTP 500, ours with 422 and 409.
-func (s *Server) blobRequest(w http.ResponseWriter, r *http.Request) (string, *Project, project.Participant, bool) {
-	m, good := readBody(w, r)
-	if !good {
-		return "", nil, project.Participant{}, false
+// pinReader yields the download PIN, or a *blobError (bad body or PIN).
+type pinReader func() (string, error)
+
+// apiPIN reads {"pin"} from a JSON body. NVFlare answers a bad PIN with
+// HTTP 500, ours with 422.
+func apiPIN(r *http.Request) pinReader {
+	return func() (string, error) {
+		b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		var m obj
+		if err == nil {
+			err = json.Unmarshal(b, &m)
+		}
+		if err != nil || m == nil {
+			return "", &blobError{400, obj{"status": "bad request"}}
+		}
+		pin, _ := m["pin"].(string)
+		return checkPIN(pin)
 	}
-	pin, _ := m["pin"].(string)
-	if !pinPattern.MatchString(pin) {
-		writeJSON(w, 422, obj{"status": "invalid pin: letters and digits only"})
-		return "", nil, project.Participant{}, false
-	}
-	proj, err := s.Store.Project()
-	if err != nil {
-		s.fail(w, err)
-		return "", nil, project.Participant{}, false
-	}
-	if !proj.Frozen || proj.RootCert == "" {
-		writeJSON(w, 409, obj{"status": "project is not frozen"})
-		return "", nil, project.Participant{}, false
-	}
-	srv, err := s.serverParticipant(proj)
-	if err != nil {
-		s.fail(w, err)
-		return "", nil, project.Participant{}, false
-	}
-	return pin, proj, srv, true
 }
 
-func (s *Server) sendKit(w http.ResponseWriter, c *Claims, kind, name string, data []byte, err error) {
+func checkPIN(pin string) (string, error) {
+	if !pinPattern.MatchString(pin) {
+		return "", &blobError{422, obj{"status": "invalid pin: letters and digits only"}}
+	}
+	return pin, nil
+}
+
+// frozenProject reads the frozen project and its server; NVFlare answers an
+// unfrozen project with HTTP 500, ours with 409.
+func (s *Server) frozenProject() (*Project, project.Participant, error) {
+	proj, err := s.Store.Project()
+	if err != nil {
+		return nil, project.Participant{}, err
+	}
+	if !proj.Frozen || proj.RootCert == "" {
+		return nil, project.Participant{}, &blobError{409, obj{"status": "project is not frozen"}}
+	}
+	srv, err := s.serverParticipant(proj)
+	return proj, srv, err
+}
+
+// Kit kinds of downloads.
+const (
+	kitServer = "server"
+	kitClient = "client"
+	kitAdmin  = "admin"
+)
+
+// kitDownload is the one path of every kit download (API and web UI):
+// it checks who may download what, in NVFlare's order (the row, its
+// approval, the caller, then the PIN and the project), builds the kit,
+// counts the download and writes the audit record. It returns the file
+// name (without .zip) and the encrypted zip, or a *blobError.
+func (s *Server) kitDownload(kind string, id int64, c *Claims, readPIN pinReader) (string, []byte, error) {
+	var (
+		p    project.Participant
+		save func() error
+	)
+	switch kind {
+	case kitServer:
+		if c.Role != "project_admin" {
+			return "", nil, &blobError{403, obj{"status": "unauthorized"}}
+		}
+	case kitClient:
+		cl, err := s.Store.Client(id)
+		if errors.Is(err, ErrNotFound) {
+			return "", nil, &blobError{404, obj{"status": "error"}} // NVFlare: 500
+		}
+		if err != nil {
+			return "", nil, err
+		}
+		if cl.ApprovalState < 100 {
+			return "", nil, &blobError{200, obj{"status": "not approved yet"}}
+		}
+		cr, admin, err := s.checkRole(cl.CreatorID, c)
+		if err != nil {
+			return "", nil, err
+		}
+		if !cr && !admin {
+			return "", nil, &blobError{403, obj{"status": "unauthorized"}}
+		}
+		p = project.Participant{Type: project.TypeClient, Name: cl.Name, Org: cl.Organization}
+		if cl.Capacity != "" {
+			var capacity struct {
+				GPUs float64 `json:"num_of_gpus"`
+				Mem  float64 `json:"mem_per_gpu_in_GiB"`
+			}
+			_ = json.Unmarshal([]byte(cl.Capacity), &capacity)
+			p.NumGPUs, p.MemPerGPUInGiB = int(capacity.GPUs), capacity.Mem
+		}
+		save = func() error { return s.Store.CountClientDownload(cl.ID) }
+	case kitAdmin:
+		u, err := s.Store.User(id)
+		if errors.Is(err, ErrNotFound) {
+			return "", nil, &blobError{404, obj{"status": "error"}} // NVFlare: 500
+		}
+		if err != nil {
+			return "", nil, err
+		}
+		if u.ApprovalState < 100 {
+			return "", nil, &blobError{200, obj{"status": "not approved yet"}}
+		}
+		if u.Email != c.Sub && c.Role != "project_admin" {
+			return "", nil, &blobError{403, obj{"status": "unauthorized"}}
+		}
+		p = project.Participant{Type: project.TypeAdmin, Name: u.Email, Org: u.Organization, Role: u.Role}
+		save = func() error { return s.Store.CountUserDownload(u.ID) }
+	default:
+		return "", nil, fmt.Errorf("unknown kit kind %q", kind)
+	}
+	pin, err := readPIN()
+	if err != nil {
+		return "", nil, err
+	}
+	proj, srv, err := s.frozenProject()
+	if err != nil {
+		return "", nil, err
+	}
+	if kind == kitServer {
+		p = srv
+	}
+	data, err := s.buildKit(p, proj, srv, pin)
+	if err != nil {
+		return "", nil, err
+	}
+	if save != nil {
+		if err := save(); err != nil {
+			return "", nil, err
+		}
+	}
+	s.audit(c.Sub, "download_"+kind+"_kit", p.Name, "")
+	return p.Name, data, nil
+}
+
+func (s *Server) sendKit(w http.ResponseWriter, name string, data []byte, err error) {
 	var be *blobError
 	if errors.As(err, &be) {
 		writeJSON(w, be.status, be.body)
@@ -197,97 +303,15 @@ func (s *Server) sendKit(w http.ResponseWriter, c *Claims, kind, name string, da
 		s.fail(w, err)
 		return
 	}
-	s.audit(c.Sub, "download_"+kind+"_kit", name, "")
 	w.Header().Set("Content-Type", "zip")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s.zip"`, name))
 	w.WriteHeader(200)
 	_, _ = w.Write(data)
 }
 
-func (s *Server) serverBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
-	if c.Role != "project_admin" {
-		writeJSON(w, 403, obj{"status": "unauthorized"})
-		return
+func (s *Server) blobHandler(kind string) authedHandler {
+	return func(w http.ResponseWriter, r *http.Request, c *Claims) {
+		name, data, err := s.kitDownload(kind, pathID(r), c, apiPIN(r))
+		s.sendKit(w, name, data, err)
 	}
-	pin, proj, srv, good := s.blobRequest(w, r)
-	if !good {
-		return
-	}
-	data, err := s.buildKit(srv, proj, srv, pin)
-	s.sendKit(w, c, "server", srv.Name, data, err)
-}
-
-func (s *Server) clientBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
-	cl, err := s.Store.Client(pathID(r))
-	if errors.Is(err, ErrNotFound) {
-		writeJSON(w, 404, obj{"status": "error"}) // NVFlare: 500
-		return
-	}
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	if cl.ApprovalState < 100 {
-		writeJSON(w, 200, obj{"status": "not approved yet"})
-		return
-	}
-	cr, admin, err := s.checkRole(cl.CreatorID, c)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	if !cr && !admin {
-		writeJSON(w, 403, obj{"status": "unauthorized"})
-		return
-	}
-	pin, proj, srv, good := s.blobRequest(w, r)
-	if !good {
-		return
-	}
-	p := project.Participant{Type: project.TypeClient, Name: cl.Name, Org: cl.Organization}
-	if cl.Capacity != "" {
-		var capacity struct {
-			GPUs float64 `json:"num_of_gpus"`
-			Mem  float64 `json:"mem_per_gpu_in_GiB"`
-		}
-		_ = json.Unmarshal([]byte(cl.Capacity), &capacity)
-		p.NumGPUs, p.MemPerGPUInGiB = int(capacity.GPUs), capacity.Mem
-	}
-	data, err := s.buildKit(p, proj, srv, pin)
-	if err == nil {
-		cl.DownloadCount++
-		err = s.Store.UpdateClient(cl)
-	}
-	s.sendKit(w, c, "client", p.Name, data, err)
-}
-
-func (s *Server) userBlob(w http.ResponseWriter, r *http.Request, c *Claims) {
-	u, err := s.Store.User(pathID(r))
-	if errors.Is(err, ErrNotFound) {
-		writeJSON(w, 404, obj{"status": "error"}) // NVFlare: 500
-		return
-	}
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	if u.ApprovalState < 100 {
-		writeJSON(w, 200, obj{"status": "not approved yet"})
-		return
-	}
-	if u.Email != c.Sub && c.Role != "project_admin" {
-		writeJSON(w, 403, obj{"status": "unauthorized"})
-		return
-	}
-	pin, proj, srv, good := s.blobRequest(w, r)
-	if !good {
-		return
-	}
-	p := project.Participant{Type: project.TypeAdmin, Name: u.Email, Org: u.Organization, Role: u.Role}
-	data, err := s.buildKit(p, proj, srv, pin)
-	if err == nil {
-		u.DownloadCount++
-		err = s.Store.UpdateUser(u)
-	}
-	s.sendKit(w, c, "admin", p.Name, data, err)
 }

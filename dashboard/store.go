@@ -499,3 +499,15 @@ func (s *Store) AuditLog() ([]AuditEntry, error) {
 	}
 	return out, rows.Err()
 }
+
+// CountClientDownload adds one to a client's download_count.
+func (s *Store) CountClientDownload(id int64) error {
+	_, err := s.db.Exec(`UPDATE client SET download_count = download_count + 1, updated_at = ? WHERE id = ?`, now(), id)
+	return err
+}
+
+// CountUserDownload adds one to a user's download_count.
+func (s *Store) CountUserDownload(id int64) error {
+	_, err := s.db.Exec(`UPDATE user SET download_count = download_count + 1, updated_at = ? WHERE id = ?`, now(), id)
+	return err
+}

@@ -8,7 +8,13 @@
 #                         downloaded from ours start an NVFlare 2.9 server and
 #                         client, and the admin kit sees the client); a
 #                         missing venv fails (FLARE_REQUIRE_NVFLARE=1)
-#                         instead of skipping. About 15 s.
+#                         instead of skipping; TestWebUIInChromium drives
+#                         our web UI (/ui/) in headless Chromium (Debian
+#                         chromium, installed here; FLARE_REQUIRE_CHROMIUM=1
+#                         fails instead of skipping). About 25 s.
+#   make dashboard-screenshots  rerun TestWebUIInChromium and write its page
+#                         screenshots to docs/dashboard/ (tfplugindocs leaves
+#                         that folder alone; commit them)
 #
 # `make test` runs them all in its one go test run, with the same switches:
 # the differential test and TestKitsStartNVFlare need the 2.9.0 venv (made by
@@ -21,16 +27,19 @@
 DASHBOARD_BIN        := $(BIN)/flare-dashboard
 DASHBOARD_TEST_ARGS  ?= -count=1 -timeout 5m
 
-.PHONY: dashboard dashboard-test dashboard-deps
+.PHONY: dashboard dashboard-test dashboard-deps dashboard-screenshots
 
 test: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp
-TEST_ENV += FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1
+TEST_ENV += FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 FLARE_REQUIRE_CHROMIUM=1
 
 dashboard-deps:
-	./scripts/deb-install.sh zip unzip
+	./scripts/deb-install.sh zip unzip chromium
 
 dashboard:
 	$(GO) build -o $(DASHBOARD_BIN) ./dashboard/cmd/flare-dashboard
 
 dashboard-test: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp
-	FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 $(GO) test $(DASHBOARD_TEST_ARGS) ./dashboard/...
+	FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 FLARE_REQUIRE_CHROMIUM=1 $(GO) test $(DASHBOARD_TEST_ARGS) ./dashboard/...
+
+dashboard-screenshots: dashboard-deps
+	FLARE_REQUIRE_CHROMIUM=1 FLARE_DASHBOARD_SCREENSHOTS=$(CURDIR)/docs/dashboard $(GO) test -count=1 -run TestWebUIInChromium ./dashboard/

@@ -78,6 +78,7 @@ func run(args []string) error {
 		ln, scheme = tls.NewListener(ln, tlsConf), "https"
 	}
 	fmt.Printf("flare-dashboard listening on %s://%s\n", scheme, ln.Addr())
+	fmt.Printf("web UI: %s://%s/ui/\n", scheme, ln.Addr())
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
