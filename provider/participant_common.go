@@ -354,9 +354,10 @@ func (r *participantResource) setCertState(ctx context.Context, st *tfsdk.State,
 	return diags
 }
 
-// Read notices a deleted key file or a certificate that no longer chains to
-// the project's CA and plans a new one; an edited descriptor field is
-// corrected by the next apply.
+// Read fails when the key is gone or replaced, or the certificate no longer
+// chains to the project's CA: a new key is an explicit act (-replace, early
+// renewal), never a side effect of a missing file. An edited descriptor
+// field is corrected by the next apply.
 func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
 	c, diags := readCommon(ctx, req.State)
 	resp.Diagnostics.Append(diags...)
@@ -369,15 +370,16 @@ func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest
 		return
 	}
 	name := c.Name.ValueString()
+	typ := "flare_" + string(r.kind.typ)
 	key, err := store.LoadParticipantKey(name)
 	if errors.Is(err, fs.ErrNotExist) {
-		resp.Diagnostics.AddWarning("Participant Key Missing",
-			fmt.Sprintf("%s is gone; %s %q will get a new key and certificate.", store.ParticipantKeyPath(name), r.kind.typ, name))
-		resp.State.RemoveResource(ctx)
+		resp.Diagnostics.AddError("Participant Key Missing", keyMissingDetail(typ, name,
+			fmt.Sprintf("its private key %s is gone", store.ParticipantKeyPath(name)), localRestore(store.Dir)))
 		return
 	}
 	if err != nil {
-		resp.Diagnostics.AddError("Cannot Read Participant Key", err.Error())
+		resp.Diagnostics.AddError("Cannot Read Participant Key", keyMissingDetail(typ, name,
+			fmt.Sprintf("its private key cannot be read: %v", err), localRestore(store.Dir)))
 		return
 	}
 	importing := c.CertPEM.IsNull()
@@ -394,21 +396,25 @@ func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest
 		return
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
-		resp.Diagnostics.AddWarning("Participant Key Replaced",
-			fmt.Sprintf("%s no longer matches the certificate of %q; a new key and certificate will be issued.", store.ParticipantKeyPath(name), name))
-		resp.State.RemoveResource(ctx)
+		resp.Diagnostics.AddError("Participant Key Does Not Match", keyMissingDetail(typ, name,
+			fmt.Sprintf("%s holds another key than the one its certificate is for (replaced outside Terraform?)", store.ParticipantKeyPath(name)),
+			"put the participant's own key back from the CA directory's backup."))
 		return
 	}
 	// Only the root certificate is needed here: refresh never signs.
 	root, err := store.LoadCert()
-	if errors.Is(err, localca.ErrNoCA) || (err == nil && cert.CheckSignatureFrom(root) != nil) {
-		resp.Diagnostics.AddWarning("Certificate No Longer Signed By Project CA",
-			fmt.Sprintf("The project's root CA changed or is gone; %q will get a new certificate.", name))
-		resp.State.RemoveResource(ctx)
+	if errors.Is(err, localca.ErrNoCA) {
+		resp.Diagnostics.AddError("Project Root CA Missing", rootMissingDetail(c.ProjectID.ValueString(), err.Error(), localRestore(store.Dir)))
 		return
 	}
 	if err != nil {
 		resp.Diagnostics.AddError("Cannot Load Project CA", err.Error())
+		return
+	}
+	if err := cert.CheckSignatureFrom(root); err != nil {
+		resp.Diagnostics.AddError("Certificate Not Signed By Project CA", keyMissingDetail(typ, name,
+			fmt.Sprintf("its certificate is not signed by the project's root CA in %s (%v): the CA directory holds another CA", store.Dir, err),
+			localRestore(store.Dir)))
 		return
 	}
 	if importing {

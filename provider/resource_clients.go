@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -219,6 +220,22 @@ func (r *clientsResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	}
 	oldSpecs, _ := state.specs(ctx)
 	old := state.issued(ctx)
+	if store, err := storeFromProjectID(state.ProjectID.ValueString()); err == nil {
+		for name, p := range specs {
+			if prev, had := old[name]; had && prev.KitSHA256 == digestKeyMissing && oldSpecs[name].Org == p.Org {
+				msg := "its private key is missing or does not match its certificate"
+				if err := checkClientKey(store, name); err != nil {
+					msg = err.Error()
+				}
+				resp.Diagnostics.AddAttributeError(path.Root("clients").AtMapKey(name), "Client Key Missing",
+					keyMissingDetail("flare_clients client", name, msg, localRestore(store.Dir)+
+						" To give only this client a new key, remove it from clients in one apply (its key and kit are deleted) and add it back in the next."))
+			}
+		}
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
 	everything := plan.Server.IsUnknown() || plan.Server.ValueString() != state.Server.ValueString() ||
 		plan.Archive.ValueString() != state.Archive.ValueString() || !plan.Relayed.Equal(state.Relayed)
 	digests := make(map[string]attr.Value, len(specs))
@@ -329,8 +346,6 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 			w.reissue = true
 		case oldSpecs[name].Org != p.Org:
 			w.reissue = true
-		case prev.KitSHA256 == digestKeyMissing:
-			w.reissue = true // refresh found the key file gone or replaced
 		case oldSpecs[name].NumGPUs != p.NumGPUs || oldSpecs[name].MemPerGPUInGiB != p.MemPerGPUInGiB || serverChanged || archiveChanged || written[name] != prev.KitSHA256:
 			w.rewrite = true
 		}
@@ -385,22 +400,35 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 }
 
 // digestKeyMissing stands in a client's kit_sha256 when refresh found its
-// key file gone or replaced: apply then issues a new key and certificate.
+// key gone, unreadable or replaced: the plan fails while the client is in
+// clients (a new key is never a side effect), and removing the client is
+// how to give it a new one.
 const digestKeyMissing = "key-missing"
 
-// keyMatches reports whether the client's key file still belongs to its
-// certificate.
-func keyMatches(store localca.Store, name string) bool {
+// checkClientKey reports what is wrong with a client's key: missing,
+// unreadable, or not the key of its certificate. A missing key is an
+// error, never a reissue: removing the client from clients (which deletes
+// its key and kit) and adding it back in a later apply issues a new one.
+func checkClientKey(store localca.Store, name string) error {
 	key, err := store.LoadParticipantKey(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("its private key %s is gone", store.ParticipantKeyPath(name))
+	}
 	if err != nil {
-		return false
+		return fmt.Errorf("its private key cannot be read: %w", err)
 	}
 	certPEM, err := store.LoadParticipantCert(name)
 	if err != nil {
-		return false
+		return fmt.Errorf("its certificate cannot be read: %w", err)
 	}
 	cert, err := pki.ParseCertPEM(certPEM)
-	return err == nil && key.PublicKey.Equal(cert.PublicKey)
+	if err != nil {
+		return fmt.Errorf("its certificate %s: %w", store.ParticipantCertPath(name), err)
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return fmt.Errorf("%s holds another key than the one its certificate is for (replaced outside Terraform?)", store.ParticipantKeyPath(name))
+	}
+	return nil
 }
 
 // runParallel runs f over work with one worker per CPU: key generation
@@ -441,8 +469,9 @@ func (r *clientsResource) applyClient(w *clientWork, shared clientShared, store 
 		return err
 	}
 	var certPEM []byte
-	key, err := store.LoadParticipantKey(p.Name)
-	if w.reissue || err != nil {
+	var key *rsa.PrivateKey
+	var err error
+	if w.reissue {
 		if key, err = pki.GenerateKey(); err != nil {
 			return err
 		}
@@ -459,8 +488,16 @@ func (r *clientsResource) applyClient(w *clientWork, shared clientShared, store 
 		if err := store.SaveParticipant(p.Name, key, certPEM); err != nil {
 			return err
 		}
-	} else if certPEM, err = store.LoadParticipantCert(p.Name); err != nil {
-		return err
+	} else {
+		if err := checkClientKey(store, p.Name); err != nil {
+			return fmt.Errorf("client %q: %v; restore it from the CA directory's backup", p.Name, err)
+		}
+		if key, err = store.LoadParticipantKey(p.Name); err != nil {
+			return err
+		}
+		if certPEM, err = store.LoadParticipantCert(p.Name); err != nil {
+			return err
+		}
 	}
 	k, err := kit.Build(kit.Input{Project: ca.Cert.Subject.CommonName, Participant: p, Server: server,
 		RootCAPEM: shared.rootPEM, CertPEM: certPEM, KeyPEM: pki.KeyPEM(key), Signer: ca.Signer, Signatures: shared.sigs,
@@ -504,6 +541,7 @@ func (r *clientsResource) Read(ctx context.Context, req resource.ReadRequest, re
 	// Digests and key checks are independent per client: spread them over the CPUs.
 	var mu sync.Mutex
 	var firstErr error
+	keyErrs := map[string]error{}
 	work := make(chan string)
 	var wg sync.WaitGroup
 	for i := 0; i < runtime.NumCPU(); i++ {
@@ -518,12 +556,13 @@ func (r *clientsResource) Read(ctx context.Context, req resource.ReadRequest, re
 				if errors.Is(err, fs.ErrNotExist) {
 					digest, err = "absent", nil
 				}
-				if err == nil && !keyMatches(store, name) {
-					digest = digestKeyMissing
-				}
+				keyErr := checkClientKey(store, name)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
+				}
+				if keyErr != nil {
+					keyErrs[name] = keyErr
 				}
 				c.KitSHA256 = digest
 				issued[name] = c
@@ -536,6 +575,11 @@ func (r *clientsResource) Read(ctx context.Context, req resource.ReadRequest, re
 	}
 	close(work)
 	wg.Wait()
+	for name := range keyErrs {
+		c := issued[name]
+		c.KitSHA256 = digestKeyMissing // ModifyPlan refuses it while the client stays
+		issued[name] = c
+	}
 	if firstErr != nil {
 		resp.Diagnostics.AddError("Cannot Read Startup Kit", firstErr.Error())
 		return

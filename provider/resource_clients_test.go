@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -118,13 +119,20 @@ func TestAccClients(t *testing.T) {
 				PlanOnly: true,
 			},
 			{
-				// A deleted key gets a new key and certificate, and a kit to match.
-				PreConfig: func() { os.Remove(filepath.Join(dir, "ca", "participants", "site-4.key")) },
-				Config:    clientsConfig(dir, gpus),
-				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
-					plancheck.ExpectResourceAction("flare_clients.sites", plancheck.ResourceActionUpdate),
-				}},
-				Check: checkKits(kits, map[string]string{"site-4": "client"}),
+				// A deleted key is an error (TestAccRootOfTrust_ClientsKeyMissingFails),
+				// never a silent reissue: removing the client and adding it
+				// back gives it a new key and kit.
+				PreConfig:   func() { os.Remove(filepath.Join(dir, "ca", "participants", "site-4.key")) },
+				Config:      clientsConfig(dir, gpus),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`Client\s+Key\s+Missing`),
+			},
+			{
+				Config: clientsConfig(dir, map[string]string{"site-1": ", num_gpus = 4", "site-2": "", "site-3": ""}),
+			},
+			{
+				Config: clientsConfig(dir, gpus),
+				Check:  checkKits(kits, map[string]string{"site-4": "client"}),
 			},
 			{
 				// Removing a client removes its kit and key.

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
@@ -334,24 +335,15 @@ func (r *projectResource) Read(ctx context.Context, req resource.ReadRequest, re
 		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
 		return
 	}
-	cert, err := ref.store().LoadCert()
-	if errors.Is(err, localca.ErrNoCA) {
-		resp.Diagnostics.AddWarning("Root CA Missing",
-			fmt.Sprintf("%v. The project will be planned for creation with a new CA; every participant certificate and kit signed by the old one will be replaced.", err))
-		resp.State.RemoveResource(ctx)
-		return
-	}
-	if err != nil {
-		resp.Diagnostics.AddError("Cannot Read Root CA", err.Error())
+	state.LatestKeyVersion = types.Int64Null()
+	cert, diags := r.readRoot(ctx, ref, &state)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
 		return
 	}
 	state.setCert(cert)
-	state.LatestKeyVersion = types.Int64Null()
 	if state.NVFlareVersion.IsNull() { // import, or state from before lines: the id says
 		state.NVFlareVersion = types.StringValue(ref.Line)
-	}
-	if ref.Vault != nil {
-		r.checkRotation(ctx, ref, &state, resp)
 	}
 	if state.Name.IsNull() { // import
 		state.Name = types.StringValue(cert.Subject.CommonName)
@@ -371,28 +363,92 @@ func (r *projectResource) Read(ctx context.Context, req resource.ReadRequest, re
 	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
 }
 
-// checkRotation reads the Transit key's latest version so a rotation shows
-// in the plan. Refresh never fails for it: signing is where Vault must answer.
-func (r *projectResource) checkRotation(ctx context.Context, ref caRef, state *projectModel, resp *resource.ReadResponse) {
+// readRoot loads the project's root certificate and checks that its key is
+// still there: the key file of a local CA, the pinned version of the Transit
+// key. Anything missing is an error with a restore hint, never a silent
+// replacement. It fills latest_key_version and warns about a rotated key.
+func (r *projectResource) readRoot(ctx context.Context, ref caRef, state *projectModel) (*x509Cert, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	name := state.Name.ValueString()
+	if name == "" {
+		name = ref.caID() // import: the name comes from the certificate
+	}
+	store := ref.store()
+	if ref.Vault == nil {
+		ca, err := store.Load()
+		if errors.Is(err, localca.ErrNoCA) {
+			diags.AddError("Root CA Missing", rootMissingDetail(name, err.Error(), localRestore(ref.Dir)))
+			return nil, diags
+		}
+		if err != nil {
+			diags.AddError("Cannot Read Root CA", rootMissingDetail(name, "its root CA cannot be read: "+err.Error(), localRestore(ref.Dir)))
+			return nil, diags
+		}
+		return ca.Cert, diags
+	}
+	cert, err := store.LoadCert()
+	if errors.Is(err, localca.ErrNoCA) {
+		diags.AddError("Root Certificate Missing", rootMissingDetail(name, err.Error(), localRestore(ref.Dir)))
+		return nil, diags
+	}
+	if err != nil {
+		diags.AddError("Cannot Read Root CA", rootMissingDetail(name, "its root certificate cannot be read: "+err.Error(), localRestore(ref.Dir)))
+		return nil, diags
+	}
+	info, d := r.checkTransitKey(ctx, ref, name, cert)
+	diags.Append(d...)
+	if diags.HasError() {
+		return nil, diags
+	}
+	state.LatestKeyVersion = types.Int64Value(int64(info.LatestVersion))
+	if info.LatestVersion > ref.Vault.Version {
+		diags.AddWarning("Transit Key Rotated",
+			fmt.Sprintf("%s is at version %d, the CA uses version %d. Set ca.key_version = %d to roll the CA over: a new root "+
+				"certificate, new participant certificates and new kits. Kits made with version %d stay verifiable until destroyed.",
+				info.Path(), info.LatestVersion, ref.Vault.Version, info.LatestVersion, ref.Vault.Version))
+	}
+	return cert, diags
+}
+
+// checkTransitKey reads the project's Transit key: it must exist, be
+// reachable and still hold the pinned version the root certificate was
+// made with. Refresh fails otherwise, as for a local CA whose key is gone.
+func (r *projectResource) checkTransitKey(ctx context.Context, ref caRef, name string, cert *x509Cert) (vaultca.KeyInfo, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	keyPath := ref.Vault.Mount + "/keys/" + ref.Vault.Key
 	if r.data == nil {
-		return
+		diags.AddError("Provider Not Configured", "the provider is not configured; cannot reach Vault for "+keyPath)
+		return vaultca.KeyInfo{}, diags
 	}
 	client, err := r.data.vaultClient(ctx)
 	var info vaultca.KeyInfo
 	if err == nil {
 		info, err = vaultca.ReadKey(ctx, client, ref.Vault.Mount, ref.Vault.Key)
 	}
+	if errors.Is(err, vaultca.ErrKeyNotFound) {
+		diags.AddError("Transit Key Missing", rootMissingDetail(name, "its root CA key, Transit key "+keyPath+", is not in Vault: "+err.Error(),
+			"check the provider's Vault address, namespace and token (the key may be in another Vault or namespace); "+
+				"restore the key from a Vault snapshot or Transit backup; deleting Transit keys takes deletion_allowed, so a key gone for good was deleted on purpose."))
+		return info, diags
+	}
 	if err != nil {
-		resp.Diagnostics.AddWarning("Cannot Check Transit Key", fmt.Sprintf("Refresh could not read the CA key to look for a rotation: %v", err))
-		return
+		diags.AddError("Cannot Reach Transit Key", rootMissingDetail(name, "its root CA key, Transit key "+keyPath+", cannot be read: "+err.Error(),
+			"make Vault reachable with a token that may read "+keyPath+" (see the provider's vault settings, VAULT_ADDR and VAULT_TOKEN), then plan again."))
+		return info, diags
 	}
-	state.LatestKeyVersion = types.Int64Value(int64(info.LatestVersion))
-	if info.LatestVersion > ref.Vault.Version {
-		resp.Diagnostics.AddWarning("Transit Key Rotated",
-			fmt.Sprintf("%s is at version %d, the CA uses version %d. Set ca.key_version = %d to roll the CA over: a new root "+
-				"certificate, new participant certificates and new kits. Kits made with version %d stay verifiable until destroyed.",
-				info.Path(), info.LatestVersion, ref.Vault.Version, info.LatestVersion, ref.Vault.Version))
+	pub, ok := info.PublicKeys[ref.Vault.Version]
+	if !ok {
+		diags.AddError("Transit Key Version Missing", rootMissingDetail(name,
+			fmt.Sprintf("Transit key %s no longer has version %d, which the root certificate was made with (versions present: %v)", keyPath, ref.Vault.Version, info.Versions()),
+			"restore the key from a Vault snapshot or Transit backup taken before the version was trimmed."))
+		return info, diags
 	}
+	if !pub.Equal(cert.PublicKey) {
+		diags.AddError("Root Certificate Does Not Match Transit Key", rootMissingDetail(name,
+			fmt.Sprintf("the root certificate is not the one of Transit key %s version %d (another key of the same name?)", keyPath, ref.Vault.Version),
+			"point the provider at the Vault (address, namespace) that holds the project's key, or put the project's root certificate back."))
+	}
+	return info, diags
 }
 
 // ModifyPlan puts a new NVFlare line into the planned id, so participants

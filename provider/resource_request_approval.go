@@ -713,9 +713,7 @@ func (r *requestApprovalResource) Read(ctx context.Context, req resource.ReadReq
 	}
 	root, err := store.LoadCert()
 	if errors.Is(err, localca.ErrNoCA) {
-		resp.Diagnostics.AddWarning("Project CA Gone",
-			fmt.Sprintf("%s is missing; the approval of %s will be made again.", store.RootCertPath(), m.ParticipantName.ValueString()))
-		resp.State.RemoveResource(ctx)
+		resp.Diagnostics.AddError("Project Root CA Missing", rootMissingDetail(m.ProjectID.ValueString(), err.Error(), localRestore(store.Dir)))
 		return
 	}
 	if err != nil {

@@ -693,9 +693,7 @@ func (r *requestApprovalsResource) Read(ctx context.Context, req resource.ReadRe
 		return
 	}
 	if _, err := store.LoadCert(); errors.Is(err, localca.ErrNoCA) {
-		resp.Diagnostics.AddWarning("Project CA Gone",
-			fmt.Sprintf("%s is missing; the requests of flare_request_approvals will be approved again.", store.RootCertPath()))
-		resp.State.RemoveResource(ctx)
+		resp.Diagnostics.AddError("Project Root CA Missing", rootMissingDetail(state.ProjectID.ValueString(), err.Error(), localRestore(store.Dir)))
 		return
 	} else if err != nil {
 		resp.Diagnostics.AddError("Cannot Load Project Root", err.Error())
