@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/flarekit/terraform-provider-flare/internal/atomicfile"
+	"github.com/flarekit/terraform-provider-flare/internal/guestconfig"
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
 )
 
@@ -220,6 +221,17 @@ func Build(ctx context.Context, in BuildInput) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	ownInitrd := cfg.Initrd == ""
+	if ownInitrd {
+		cache, err := os.MkdirTemp("", "flare-initrd-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(cache)
+		if cfg, err = cfg.WithOwnInitrd(in.ParticipantName, cache); err != nil {
+			return nil, err
+		}
+	}
 	measurement := strings.ToLower(in.ExpectedMeasurement)
 	var notes []string
 	if measurement == "" && in.Measurer != nil {
@@ -312,7 +324,7 @@ func Build(ctx context.Context, in BuildInput) (*Result, error) {
 			notes = append(notes, "root drive is encrypted (LUKS1, aes-xts-plain64); its key is not in this kit: the CVM must obtain it after attestation")
 		}
 	} else {
-		notes = append(notes, "root drive is NOT encrypted: encrypt_root is off, so whoever holds the kit or the host can read and change the image's files; set encrypt_root to make it a LUKS container")
+		notes = append(notes, "root drive is NOT encrypted: encrypt_root is off, so whoever holds the kit or the host can read the participant's private key in the startup kit on it and read and change the image's files; set encrypt_root to make it a LUKS container")
 	}
 
 	// Root drive: the flattened image plus the guest config.
@@ -338,12 +350,32 @@ func Build(ctx context.Context, in BuildInput) (*Result, error) {
 	if err := rootTree.addFile(GuestConfigFile, append(gcJSON, '\n'), 0o644); err != nil {
 		return nil, fmt.Errorf("root drive: %w", err)
 	}
+	wl, err := json.MarshalIndent(guestconfig.Workload{Entrypoint: img.Entrypoint, Cmd: img.Cmd, Env: img.Env,
+		WorkingDir: img.WorkingDir, User: img.User}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := rootTree.addFile(strings.TrimPrefix(guestconfig.WorkloadPath, "/"), append(wl, '\n'), 0o644); err != nil {
+		return nil, fmt.Errorf("root drive: %w", err)
+	}
+	// The startup kit, with the participant's private key, goes on the
+	// root: encrypted, only the attested guest reads it (flare-init binds
+	// it at /user_config/nvflare, where NVFlare's scripts look).
+	if err := rootTree.copyIn(in.StartupKitDir, strings.TrimPrefix(guestconfig.StartupKitOnRoot, "/")); err != nil {
+		return nil, fmt.Errorf("root drive: startup kit: %w", err)
+	}
 	if err := t.makeDrive(ctx, work, driveSpec{name: "root", label: "root", size: int64(cfg.RootDriveSizeGB) * unit,
 		uuid: m.Drives[0].UUID, tree: rootTree, luksKey: rootKey, luksIterTimeMS: in.luksIterTimeMS},
 		filepath.Join(tmp, m.Drives[0].File)); err != nil {
 		return nil, err
 	}
 	os.RemoveAll(stage)
+	if rootKey == nil {
+		// A plaintext root carries the participant's private key.
+		if err := os.Chmod(filepath.Join(tmp, m.Drives[0].File), 0o600); err != nil {
+			return nil, err
+		}
+	}
 
 	// user_config: the startup kit under nvflare/, then each entry.
 	ucStage := filepath.Join(work, "user_config")
@@ -351,8 +383,9 @@ func Build(ctx context.Context, in BuildInput) (*Result, error) {
 		return nil, err
 	}
 	uc := newTree(ucStage, fixedTime.Unix())
-	if err := uc.copyIn(in.StartupKitDir, ReservedUserConfigKey); err != nil {
-		return nil, fmt.Errorf("user_config drive: startup kit: %w", err)
+	// Only the mount point of the startup kit: the kit itself is on the root.
+	if err := uc.mkdirAll(ReservedUserConfigKey); err != nil {
+		return nil, fmt.Errorf("user_config drive: %w", err)
 	}
 	ucKeys := sortedKeys(cfg.UserConfig)
 	for _, k := range ucKeys {
@@ -471,7 +504,11 @@ func Build(ctx context.Context, in BuildInput) (*Result, error) {
 	if res.Digest, err = digestDir(tmp, known); err != nil {
 		return nil, err
 	}
-	arch, err := writeTGZ(tmp, in.ParticipantName+"/cvm_"+id, parent)
+	archMode := os.FileMode(0o644)
+	if rootKey == nil {
+		archMode = 0o600 // the plaintext root in it carries the private key
+	}
+	arch, err := writeTGZ(tmp, in.ParticipantName+"/cvm_"+id, parent, archMode)
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flarekit/terraform-provider-flare/internal/guestconfig"
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
@@ -162,6 +163,11 @@ func TestBuild(t *testing.T) {
 		t.Errorf("applog: %s", ls)
 	}
 
+	for file, want := range map[string]os.FileMode{res.Archive: 0o600, filepath.Join(res.Dir, "root.qcow2"): 0o600} {
+		if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s holds the participant's key in plaintext: mode %v, want %v (%v)", filepath.Base(file), fi.Mode().Perm(), want, err)
+		}
+	}
 	checkScript(t, res.Dir, &m)
 	checkArchive(t, res)
 	checkSignature(t, res.Dir, fx.ca)
@@ -322,6 +328,26 @@ func checkRootDrive(t *testing.T, tl *tools, img string, m *Manifest) {
 			t.Errorf("root %s: %s, want %s", p, got, want)
 		}
 	}
+	ft := fmt.Sprintf(" t=%x", fixedTime.Unix())
+	kitDir := guestconfig.StartupKitOnRoot
+	if got := debugfs(t, tl, img, "cat "+kitDir+"/startup/fed_server.json"); got != `{"format_version": 2}`+"\n" {
+		t.Errorf("startup kit on root: fed_server.json: %q", got)
+	}
+	for p, want := range map[string]string{
+		kitDir:                           "directory 0755 0:0 n=5" + ft,
+		kitDir + "/startup/server.key":   "regular 0600 0:0 n=1" + ft,
+		kitDir + "/startup/sub_start.sh": "regular 0755 0:0 n=1" + ft,
+		kitDir + "/transfer":             "directory 0755 0:0 n=2" + ft,
+	} {
+		if got := statOf(t, tl, img, p); got != want {
+			t.Errorf("root %s: %s, want %s", p, got, want)
+		}
+	}
+	if w, err := guestconfig.ParseWorkload([]byte(debugfs(t, tl, img, "cat "+guestconfig.WorkloadPath))); err != nil {
+		t.Errorf("workload: %v", err)
+	} else if !reflect.DeepEqual(w.Argv(), append(append([]string{}, m.Image.Entrypoint...), m.Image.Cmd...)) || w.User != m.Image.User {
+		t.Errorf("workload %+v, image %+v", w, m.Image)
+	}
 	if got := debugfs(t, tl, img, "stat /dev/null"); !strings.Contains(got, "Device major/minor number: 01:03") {
 		t.Errorf("/dev/null: %s", got)
 	}
@@ -350,20 +376,19 @@ func checkRootDrive(t *testing.T, tl *tools, img string, m *Manifest) {
 func checkUserConfigDrive(t *testing.T, tl *tools, img string) {
 	t.Helper()
 	ft := fmt.Sprintf(" t=%x", fixedTime.Unix())
-	if got := debugfs(t, tl, img, "cat /nvflare/startup/fed_server.json"); got != `{"format_version": 2}`+"\n" {
-		t.Errorf("fed_server.json: %q", got)
-	}
+	// The startup kit is on the root drive; user_config has only its mount
+	// point, so the host-readable drive holds no private key.
 	for p, want := range map[string]string{
-		"/nvflare":                      "directory 0755 0:0 n=5" + ft,
-		"/nvflare/startup/server.key":   "regular 0600 0:0 n=1" + ft,
-		"/nvflare/startup/sub_start.sh": "regular 0755 0:0 n=1" + ft,
-		"/nvflare/transfer":             "directory 0755 0:0 n=2" + ft,
-		"/extra.conf":                   "regular 0640 0:0 n=1" + ft,
-		"/certs/sub/inner.txt":          "regular 0600 0:0 n=1" + ft,
+		"/nvflare":             "directory 0755 0:0 n=2" + ft,
+		"/extra.conf":          "regular 0640 0:0 n=1" + ft,
+		"/certs/sub/inner.txt": "regular 0600 0:0 n=1" + ft,
 	} {
 		if got := statOf(t, tl, img, p); got != want {
 			t.Errorf("user_config %s: %s, want %s", p, got, want)
 		}
+	}
+	if ls := debugfs(t, tl, img, "ls /nvflare"); strings.Contains(ls, "startup") {
+		t.Errorf("user_config /nvflare is not empty: %s", ls)
 	}
 	if got := debugfs(t, tl, img, "cat /extra.conf"); got != "key=value\n" {
 		t.Errorf("extra.conf: %q", got)

@@ -1,15 +1,19 @@
 package cvm
 
 import (
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/flarekit/terraform-provider-flare/internal/guestconfig"
 )
 
 // Values of the CC config keys NVFlare defines
@@ -108,7 +112,19 @@ type Config struct {
 	// AmdSev build with a kernel-hashes table (OVMF.amdsev.fd).
 	Firmware      string `json:"firmware"`
 	Kernel        string `json:"kernel"`
-	Initrd        string `json:"initrd,omitempty"`
+	// Initrd is an initrd of the caller's own; empty makes Build write the
+	// kit's own (GuestInitrd): flare-init as /init, the measured guest
+	// config and the kernel modules it needs.
+	Initrd string `json:"initrd,omitempty"`
+	// GuestInit is the static flare-init binary for the kit's own initrd.
+	GuestInit string `json:"guest_init,omitempty"`
+	// KernelModules is the kernel's module folder (/lib/modules/<version>,
+	// with modules.dep); empty: <root>/lib/modules/<version> for a Kernel
+	// at <root>/boot/vmlinuz-<version>.
+	KernelModules string `json:"kernel_modules,omitempty"`
+	// KeyRelease is the key broker the guest gets the root key from
+	// (required with EncryptRoot and the kit's own initrd).
+	KeyRelease *guestconfig.KeyRelease `json:"key_release,omitempty"`
 	KernelCmdline string `json:"kernel_cmdline"`
 	// GuestPolicy is the SNP guest policy; 0 means DefaultGuestPolicy.
 	GuestPolicy uint64 `json:"guest_policy"`
@@ -372,6 +388,7 @@ func (c Config) Validate() []FieldError {
 		{"firmware", d.Firmware, "the OVMF firmware (an AmdSev build such as OVMF.amdsev.fd)", true},
 		{"kernel", d.Kernel, "the guest kernel (vmlinuz)", true},
 		{"initrd", d.Initrd, "the guest initrd", false},
+		{"guest_init", d.GuestInit, "the static flare-init binary (make flare-init)", d.Initrd == ""},
 	} {
 		if f.path == "" {
 			if f.required {
@@ -382,6 +399,9 @@ func (c Config) Validate() []FieldError {
 		if err := checkReadableFile(f.path); err != nil {
 			add(f.field, err.Error(), "point it at "+f.what)
 		}
+	}
+	if d.Initrd == "" {
+		errs = append(errs, d.validateOwnInitrd()...)
 	}
 	switch {
 	case len(d.KernelCmdline) > maxCmdline:
@@ -485,4 +505,68 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// validateOwnInitrd checks what the kit's own initrd is made from: a static
+// flare-init, the kernel's modules, and a key broker for an encrypted root.
+func (d Config) validateOwnInitrd() []FieldError {
+	var errs []FieldError
+	add := func(field, problem, fix string) {
+		errs = append(errs, FieldError{Field: field, Problem: problem, Fix: fix})
+	}
+	if d.GuestInit != "" {
+		if f, err := elf.Open(d.GuestInit); err != nil {
+			add("guest_init", fmt.Sprintf("%s is not an ELF executable: %v", d.GuestInit, cleanPathErr(err)), "build it with make flare-init")
+		} else {
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP {
+					add("guest_init", d.GuestInit+" is dynamically linked; the initrd has no libc", "build it static: CGO_ENABLED=0 (make flare-init)")
+					break
+				}
+			}
+			f.Close()
+		}
+	}
+	if d.Kernel != "" {
+		if _, err := os.Stat(d.ModulesDir()); err != nil {
+			add("kernel_modules", fmt.Sprintf("the kernel's modules are not at %s", d.ModulesDir()),
+				"set kernel_modules to its /lib/modules/<version> folder (scripts/guest-kernel.sh unpacks Debian's 6.12 cloud kernel with them)")
+		}
+	}
+	if d.EncryptRoot && d.KeyRelease == nil {
+		add("key_release", "is missing: an encrypted root needs a key broker the guest attests to for its key",
+			"set key_release (url, ca_cert_pem) to your flare-kbs or Trustee KBS, or set encrypt_root = false to build a plaintext root knowingly")
+	}
+	if d.KeyRelease != nil {
+		kr := d.KeyRelease
+		if !strings.HasPrefix(kr.URL, "https://") || strings.ContainsAny(kr.URL, " \n") {
+			add("key_release.url", fmt.Sprintf("%q is not an https:// URL", kr.URL), "give the broker's base URL, e.g. https://kbs.example.org:8999")
+		}
+		if !strings.Contains(kr.CACertPEM, "-----BEGIN CERTIFICATE-----") {
+			add("key_release.ca_cert_pem", "holds no PEM certificate", "give the broker's TLS CA certificate: the guest trusts no other")
+		}
+		if kr.Resource != "" {
+			if err := guestconfig.CheckResource(kr.Resource); err != nil {
+				add("key_release.resource", err.Error(), "use <repository>/<type>/<tag>, e.g. flare/root-key/site-1")
+			}
+		}
+		if !d.EncryptRoot {
+			add("key_release", "is set but encrypt_root is false: there is no key to release", "set encrypt_root = true, or remove key_release")
+		}
+	}
+	return errs
+}
+
+// ModulesDir is KernelModules, or the folder derived from Kernel.
+func (c Config) ModulesDir() string {
+	if c.KernelModules != "" {
+		return c.KernelModules
+	}
+	base := filepath.Base(c.Kernel)
+	ver, ok := strings.CutPrefix(base, "vmlinuz-")
+	if !ok {
+		return filepath.Join(filepath.Dir(c.Kernel), "modules")
+	}
+	root := filepath.Dir(filepath.Dir(c.Kernel))
+	return filepath.Join(root, "lib", "modules", ver)
 }

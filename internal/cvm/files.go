@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -115,9 +116,47 @@ func digestDir(dir string, known map[string]string) (string, error) {
 
 var emptySHA = func() string { s := sha256.Sum256(nil); return hex.EncodeToString(s[:]) }()
 
+// mkdirAll makes dir (a slash path) and its missing parents, mode 0755.
+func (t *tree) mkdirAll(dir string) error {
+	if dir == "." || dir == "" {
+		return nil
+	}
+	root, err := os.OpenRoot(t.dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	parts := strings.Split(dir, "/")
+	for i := 1; i <= len(parts); i++ {
+		d := strings.Join(parts[:i], "/")
+		fi, err := root.Lstat(d)
+		if err == nil {
+			if !fi.IsDir() {
+				return fmt.Errorf("/%s is not a directory", d)
+			}
+			continue
+		}
+		if err := root.Mkdir(d, 0o700); err != nil {
+			return err
+		}
+		if err := root.Chmod(d, stagedPerm(kindDir, 0o755)); err != nil {
+			return err
+		}
+		t.meta[d] = &inodeMeta{kind: kindDir, perm: 0o755, mtime: fixedTime.Unix()}
+	}
+	return nil
+}
+
 // copyIn copies the host file or directory src into the tree at dst (a
-// slash path), recording owner root and the fixed mtime for each entry.
+// slash path, whose parents are made as needed), recording owner root and
+// the fixed mtime for each entry.
 func (t *tree) copyIn(src, dst string) error {
+	if err := t.mkdirAll(path.Dir(dst)); err != nil {
+		return fmt.Errorf("cannot add /%s: %w", dst, err)
+	}
+	if _, err := os.Lstat(filepath.Join(t.dir, filepath.FromSlash(dst))); err == nil {
+		return fmt.Errorf("cannot add /%s: the image has it already", dst)
+	}
 	mtime := fixedTime.Unix()
 	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -173,30 +212,15 @@ func (t *tree) copyIn(src, dst string) error {
 // addFile adds a regular file with the given content to the tree, making
 // missing parent directories (mode 0755).
 func (t *tree) addFile(name string, data []byte, perm fs.FileMode) error {
+	if err := t.mkdirAll(path.Dir(name)); err != nil {
+		return fmt.Errorf("cannot add /%s: %w", name, err)
+	}
 	root, err := os.OpenRoot(t.dir)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
 	mtime := fixedTime.Unix()
-	parts := strings.Split(name, "/")
-	for i := 1; i < len(parts); i++ {
-		dir := strings.Join(parts[:i], "/")
-		fi, err := root.Lstat(dir)
-		if err == nil {
-			if !fi.IsDir() {
-				return fmt.Errorf("cannot add /%s: /%s is not a directory", name, dir)
-			}
-			continue
-		}
-		if err := root.Mkdir(dir, 0o700); err != nil {
-			return err
-		}
-		if err := root.Chmod(dir, stagedPerm(kindDir, 0o755)); err != nil {
-			return err
-		}
-		t.meta[dir] = &inodeMeta{kind: kindDir, perm: 0o755, mtime: mtime}
-	}
 	if fi, err := root.Lstat(name); err == nil {
 		if fi.IsDir() {
 			return fmt.Errorf("cannot add /%s: a directory is in the way", name)
@@ -218,7 +242,7 @@ func (t *tree) addFile(name string, data []byte, perm fs.FileMode) error {
 
 // writeTGZ packs dir as prefix/<entries> into a temp file in parent and
 // returns its name; entries are sorted, owned by root, stamped fixedTime.
-func writeTGZ(dir, prefix, parent string) (string, error) {
+func writeTGZ(dir, prefix, parent string, mode os.FileMode) (string, error) {
 	f, err := os.CreateTemp(parent, ".archive.tmp-*")
 	if err != nil {
 		return "", err
@@ -287,7 +311,7 @@ func writeTGZ(dir, prefix, parent string) (string, error) {
 	if err := bw.Flush(); err != nil {
 		return "", err
 	}
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		return "", err
 	}
 	if err := f.Sync(); err != nil {
