@@ -120,3 +120,16 @@ func decodeHex(name, s string, n int) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// SimulatedQuoteProvider is the SIMULATED platform p as a go-sev-guest
+// QuoteProvider (fake AMD chain; the certificate table rides in every
+// quote), for guest code that speaks other protocols (flare-init's key
+// broker client).
+func SimulatedQuoteProvider(p guestproto.SimulatedPlatform) (client.QuoteProvider, error) {
+	var s SimulatedSource
+	d, err := s.device(p)
+	if err != nil {
+		return nil, err
+	}
+	return d.QuoteProvider(), nil
+}

@@ -43,7 +43,16 @@ type Options struct {
 	// ForwardAddress, empty meaning all addresses) or "none".
 	Network        string
 	ForwardAddress string
+	// SimulatedPlatform, in simulated mode, is a file holding the
+	// SIMULATED platform's description (guestproto.SimulatedPlatform
+	// JSON) that QEMU hands the guest as fw_cfg SimulatedPlatformFwCfg:
+	// flare-init's stand-in for the AMD secure processor at boot.
+	SimulatedPlatform string
 }
+
+// SimulatedPlatformFwCfg is the fw_cfg name of Options.SimulatedPlatform
+// (flare-init reads /sys/firmware/qemu_fw_cfg/by_name/<it>/raw).
+const SimulatedPlatformFwCfg = "opt/org.flarekit/simulated-snp"
 
 // SandboxArg is QEMU's -sandbox: seccomp on, and QEMU may not use
 // obsolete system calls, gain privileges (setuid and friends), spawn
@@ -134,6 +143,9 @@ func Args(m *cvm.Manifest, kitDir string, o Options) ([]string, error) {
 		a = append(a, "-initrd", file(m.Initrd.File))
 	}
 	a = append(a, "-append", m.KernelCmdline)
+	if !snp && o.SimulatedPlatform != "" {
+		a = append(a, "-fw_cfg", "name="+SimulatedPlatformFwCfg+",file="+qemuOpt(o.SimulatedPlatform))
+	}
 
 	// Devices for SNP need the IOMMU platform flag: guest memory is
 	// private unless the guest shares it, which virtio does through the

@@ -27,6 +27,7 @@ import (
 
 	"github.com/flarekit/terraform-provider-flare/agent/api"
 	"github.com/flarekit/terraform-provider-flare/agent/config"
+	"github.com/flarekit/terraform-provider-flare/agent/guestproto"
 	"github.com/flarekit/terraform-provider-flare/agent/launch"
 	"github.com/flarekit/terraform-provider-flare/internal/atomicfile"
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
@@ -362,6 +363,22 @@ func (m *Manager) Launch(ctx context.Context, kitDir, by string, verifyDrives, o
 		Name: "flare-" + id, QMPSocket: in.rec.QMPSocket, AttestSocket: in.rec.AttestSocket,
 		ConsoleLog: in.rec.ConsoleLog, PIDFile: in.rec.PIDFile,
 		Network: m.cfg.Network, ForwardAddress: m.cfg.ForwardAddress,
+	}
+	if m.mode == api.ModeSimulated {
+		// The SIMULATED platform reports the measurement the kit's signed
+		// launch.json states: the agent has checked every measured file
+		// (firmware, kernel, initrd; cmdline and vCPUs are in launch.json)
+		// against it, which is what the AMD secure processor would measure.
+		sp, err := json.Marshal(guestproto.SimulatedPlatform{Measurement: man.ExpectedMeasurement, HostData: man.HostData, Policy: man.GuestPolicy})
+		if err == nil {
+			o.SimulatedPlatform = filepath.Join(dir, "simulated-snp.json")
+			err = os.WriteFile(o.SimulatedPlatform, sp, 0o600)
+		}
+		if err != nil {
+			m.launchMu.Unlock()
+			os.RemoveAll(dir)
+			return api.CVM{}, err
+		}
 	}
 	in.rec.Options = &o
 	args, err := launch.Args(man, runDir, o)
