@@ -72,10 +72,21 @@ func (s *VaultStore) wrap(op, path string, err error) error {
 		return nil
 	}
 	msg := err.Error()
-	if strings.Contains(msg, "versioned K/V") || strings.Contains(msg, "Invalid path for a versioned") {
+	if strings.Contains(msg, "versioned K/V") || strings.Contains(msg, "Invalid path for a versioned") || s.isKV2() {
 		return fmt.Errorf("vault store: %s %s: mount %q is KV version 2; Trustee's layout needs KV version 1 (`bao secrets enable -version=1 -path=%s kv`)", op, path, s.mount, s.mount)
 	}
 	return fmt.Errorf("vault store: %s %s: %w", op, path, err)
+}
+
+// isKV2 asks the mount's version the way the vault CLI does
+// (sys/internal/ui/mounts, readable with any token that may use the mount).
+func (s *VaultStore) isKV2() bool {
+	sec, err := s.c.Logical().Read("sys/internal/ui/mounts/" + s.mount)
+	if err != nil || sec == nil {
+		return false
+	}
+	opts, _ := sec.Data["options"].(map[string]any)
+	return opts != nil && opts["version"] == "2"
 }
 
 // PutSecret implements Store.
