@@ -32,14 +32,21 @@ func ParseCredential(s string) (Credential, error) {
 // start: then the admin is admin@nvidia.com of org "nvidia" (NVFlare's
 // default) with a generated password, printed to out.
 func Open(folder string, cred *Credential, out io.Writer) (*Server, error) {
+	return OpenURL(folder, "", cred, out)
+}
+
+// OpenURL is Open with the database databaseURL names (OpenStoreURL):
+// "" for folder/db.sqlite, postgres://... for PostgreSQL, where several
+// replicas share users, the project and the JWT key.
+func OpenURL(folder, databaseURL string, cred *Credential, out io.Writer) (*Server, error) {
 	if err := os.MkdirAll(folder, 0o700); err != nil {
 		return nil, err
 	}
-	st, err := OpenStore(folder)
+	st, err := OpenStoreURL(folder, databaseURL)
 	if err != nil {
 		return nil, err
 	}
-	key, err := LoadOrCreateKey(folder)
+	key, err := st.jwtKey(folder)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -72,8 +79,13 @@ func (s *Server) bootstrap(cred *Credential, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.Store.CreateUser(&User{Email: cred.Email, Name: "super_name", PasswordHash: hash,
-		Role: "project_admin", Organization: cred.Org, ApprovalState: 200}); err != nil {
+	_, err = s.Store.CreateUser(&User{Email: cred.Email, Name: "super_name", PasswordHash: hash,
+		Role: "project_admin", Organization: cred.Org, ApprovalState: 200})
+	if errors.Is(err, ErrConflict) {
+		// Another replica on the same database made the admin first.
+		return s.Store.EnsureProject()
+	}
+	if err != nil {
 		return fmt.Errorf("creating the project admin: %w", err)
 	}
 	if err := s.Store.EnsureProject(); err != nil {

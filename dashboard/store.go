@@ -12,12 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
-
-	_ "github.com/glebarez/go-sqlite" // pure-Go SQLite driver "sqlite" (no cgo)
 )
 
 // migrations are applied in order; their index+1 is the schema version kept
@@ -81,6 +77,12 @@ var migrations = []string{
 		target TEXT NOT NULL,
 		detail TEXT NOT NULL DEFAULT ''
 	);`,
+	// 3: settings every replica on one database shares: the JWT key when
+	// the database is PostgreSQL (SQLite keeps jwt.key in the folder).
+	`CREATE TABLE setting (
+		name TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);`,
 }
 
 // ErrConflict is a unique-constraint violation (duplicate email or name).
@@ -91,28 +93,21 @@ var ErrNotFound = errors.New("not found")
 
 // Store is the Dashboard's database.
 type Store struct {
-	db *sql.DB
+	db *dbx
 }
 
 // OpenStore opens (creating if needed) dir/db.sqlite and migrates it.
-func OpenStore(dir string) (*Store, error) {
-	path := filepath.Join(dir, "db.sqlite")
-	// 0600 before SQLite opens it (its -wal and -shm files take the same
-	// mode): the database holds password hashes and, later, the root CA.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+func OpenStore(dir string) (*Store, error) { return OpenStoreURL(dir, "") }
+
+// OpenStoreURL opens the database that databaseURL names (dialect.go):
+// "" is dir/db.sqlite; postgres:// or postgresql:// is PostgreSQL;
+// sqlite:///path is that SQLite file (NVFlare's DATABASE_URL form). It
+// migrates the database to this binary's schema.
+func OpenStoreURL(dir, databaseURL string) (*Store, error) {
+	db, err := openDB(dir, databaseURL)
 	if err != nil {
 		return nil, err
 	}
-	f.Close()
-	dsn := "file:" + path +
-		"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)"
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, err
-	}
-	// One connection: SQLite serialises writers anyway, and this keeps
-	// read-modify-write handlers free of SQLITE_BUSY.
-	db.SetMaxOpenConns(1)
 	s := &Store{db: db}
 	if err := s.migrate(context.Background()); err != nil {
 		db.Close()
@@ -132,6 +127,12 @@ func (s *Store) SchemaVersion() (int, error) {
 }
 
 func (s *Store) migrate(ctx context.Context) error {
+	// One migrator at a time: replicas on one PostgreSQL start together.
+	unlock, err := s.db.lockMigrations(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`); err != nil {
 		return err
 	}
@@ -147,11 +148,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+		if _, err := tx.ExecContext(ctx, s.db.dialect.migration(migrations[v-1])); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migration %d: %w", v, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`, v, now()); err != nil {
+		if _, err := tx.ExecContext(ctx, s.db.rebind(`INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`), v, now()); err != nil {
 			tx.Rollback()
 			return err
 		}
@@ -165,8 +166,17 @@ func (s *Store) migrate(ctx context.Context) error {
 // now is the timestamp format Flask's jsonify gives datetimes (RFC 1123, GMT).
 func now() string { return time.Now().UTC().Format(http.TimeFormat) }
 
+// isUnique: a unique-constraint violation, in SQLite's or PostgreSQL's words.
 func isUnique(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+	return err != nil && (strings.Contains(err.Error(), "UNIQUE constraint failed") ||
+		strings.Contains(err.Error(), "SQLSTATE 23505"))
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // User is a row of the user table.
@@ -289,7 +299,7 @@ func scanClient(r scanner) (*Client, error) {
 
 // ensureOrg is NVFlare's get_or_create(Organization, name=...).
 func (s *Store) ensureOrg(name string) error {
-	_, err := s.db.Exec(`INSERT OR IGNORE INTO organization(name) VALUES (?)`, name)
+	_, err := s.db.Exec(`INSERT INTO organization(name) VALUES (?) ON CONFLICT DO NOTHING`, name)
 	return err
 }
 
@@ -299,33 +309,33 @@ func (s *Store) CreateUser(u *User) (*User, error) {
 		return nil, err
 	}
 	t := now()
-	res, err := s.db.Exec(`INSERT INTO user(email, name, description, password_hash, role, organization, approval_state, created_at, updated_at)
-		VALUES (?,?,?,?,?,?,?,?,?)`, u.Email, u.Name, u.Description, u.PasswordHash, u.Role, u.Organization, u.ApprovalState, t, t)
+	var id int64
+	err := s.db.QueryRow(`INSERT INTO "user"(email, name, description, password_hash, role, organization, approval_state, created_at, updated_at)
+		VALUES (?,?,?,?,?,?,?,?,?) RETURNING id`, u.Email, u.Name, u.Description, u.PasswordHash, u.Role, u.Organization, u.ApprovalState, t, t).Scan(&id)
 	if isUnique(err) {
 		return nil, ErrConflict
 	}
 	if err != nil {
 		return nil, err
 	}
-	id, _ := res.LastInsertId()
 	return s.User(id)
 }
 
 // User reads a user by id.
 func (s *Store) User(id int64) (*User, error) {
-	return scanUser(s.db.QueryRow(`SELECT `+userCols+` FROM user WHERE id = ?`, id))
+	return scanUser(s.db.QueryRow(`SELECT `+userCols+` FROM "user" WHERE id = ?`, id))
 }
 
 // UserByEmail reads a user by email.
 func (s *Store) UserByEmail(email string) (*User, error) {
-	return scanUser(s.db.QueryRow(`SELECT `+userCols+` FROM user WHERE email = ?`, email))
+	return scanUser(s.db.QueryRow(`SELECT `+userCols+` FROM "user" WHERE email = ?`, email))
 }
 
 // Users lists users, all or of one organization, by id.
 func (s *Store) Users(org *string) ([]*User, error) {
-	q, args := `SELECT `+userCols+` FROM user ORDER BY id`, []any{}
+	q, args := `SELECT `+userCols+` FROM "user" ORDER BY id`, []any{}
 	if org != nil {
-		q, args = `SELECT `+userCols+` FROM user WHERE organization = ? ORDER BY id`, []any{*org}
+		q, args = `SELECT `+userCols+` FROM "user" WHERE organization = ? ORDER BY id`, []any{*org}
 	}
 	rows, err := s.db.Query(q, args...)
 	if err != nil {
@@ -348,7 +358,7 @@ func (s *Store) UpdateUser(u *User) error {
 	if err := s.ensureOrg(u.Organization); err != nil {
 		return err
 	}
-	_, err := s.db.Exec(`UPDATE user SET name=?, description=?, password_hash=?, role=?, organization=?, approval_state=?, download_count=?, updated_at=? WHERE id=?`,
+	_, err := s.db.Exec(`UPDATE "user" SET name=?, description=?, password_hash=?, role=?, organization=?, approval_state=?, download_count=?, updated_at=? WHERE id=?`,
 		u.Name, u.Description, u.PasswordHash, u.Role, u.Organization, u.ApprovalState, u.DownloadCount, now(), u.ID)
 	return err
 }
@@ -358,7 +368,7 @@ func (s *Store) DeleteUser(id int64) error {
 	if _, err := s.db.Exec(`DELETE FROM client WHERE creator_id = ?`, id); err != nil {
 		return err
 	}
-	_, err := s.db.Exec(`DELETE FROM user WHERE id = ?`, id)
+	_, err := s.db.Exec(`DELETE FROM "user" WHERE id = ?`, id)
 	return err
 }
 
@@ -368,15 +378,15 @@ func (s *Store) CreateClient(c *Client) (*Client, error) {
 		return nil, err
 	}
 	t := now()
-	res, err := s.db.Exec(`INSERT INTO client(name, description, organization, creator_id, capacity, props, created_at, updated_at)
-		VALUES (?,?,?,?,?,?,?,?)`, c.Name, c.Description, c.Organization, c.CreatorID, c.Capacity, c.Props, t, t)
+	var id int64
+	err := s.db.QueryRow(`INSERT INTO client(name, description, organization, creator_id, capacity, props, created_at, updated_at)
+		VALUES (?,?,?,?,?,?,?,?) RETURNING id`, c.Name, c.Description, c.Organization, c.CreatorID, c.Capacity, c.Props, t, t).Scan(&id)
 	if isUnique(err) {
 		return nil, ErrConflict
 	}
 	if err != nil {
 		return nil, err
 	}
-	id, _ := res.LastInsertId()
 	return s.Client(id)
 }
 
@@ -442,7 +452,7 @@ func (s *Store) Organizations() ([]string, error) {
 
 // EnsureProject creates the project row if missing.
 func (s *Store) EnsureProject() error {
-	_, err := s.db.Exec(`INSERT OR IGNORE INTO project(id) VALUES (1)`)
+	_, err := s.db.Exec(`INSERT INTO project(id) VALUES (1) ON CONFLICT DO NOTHING`)
 	return err
 }
 
@@ -451,7 +461,7 @@ func (s *Store) Project() (*Project, error) {
 	p := &Project{}
 	err := s.db.QueryRow(`SELECT frozen, public, cc_mode, short_name, title, description, app_location, starting_date, end_date,
 		server1, project_props, server_props, root_cert, root_key,
-		(SELECT COUNT(*) FROM client), (SELECT COUNT(*) FROM organization), (SELECT COUNT(*) FROM user)
+		(SELECT COUNT(*) FROM client), (SELECT COUNT(*) FROM organization), (SELECT COUNT(*) FROM "user")
 		FROM project WHERE id = 1`).Scan(&p.Frozen, &p.Public, &p.CCMode, &p.ShortName, &p.Title, &p.Description,
 		&p.AppLocation, &p.StartingDate, &p.EndDate, &p.Server1, &p.ProjectProps, &p.ServerProps, &p.RootCert, &p.RootKey,
 		&p.NumClients, &p.NumOrgs, &p.NumUsers)
@@ -465,7 +475,7 @@ func (s *Store) Project() (*Project, error) {
 func (s *Store) UpdateProject(p *Project) error {
 	_, err := s.db.Exec(`UPDATE project SET frozen=?, public=?, cc_mode=?, short_name=?, title=?, description=?, app_location=?,
 		starting_date=?, end_date=?, server1=?, project_props=?, server_props=?, root_cert=?, root_key=? WHERE id = 1`,
-		p.Frozen, p.Public, p.CCMode, p.ShortName, p.Title, p.Description, p.AppLocation, p.StartingDate, p.EndDate,
+		b2i(p.Frozen), b2i(p.Public), b2i(p.CCMode), p.ShortName, p.Title, p.Description, p.AppLocation, p.StartingDate, p.EndDate,
 		p.Server1, p.ProjectProps, p.ServerProps, p.RootCert, p.RootKey)
 	return err
 }
@@ -508,6 +518,6 @@ func (s *Store) CountClientDownload(id int64) error {
 
 // CountUserDownload adds one to a user's download_count.
 func (s *Store) CountUserDownload(id int64) error {
-	_, err := s.db.Exec(`UPDATE user SET download_count = download_count + 1, updated_at = ? WHERE id = ?`, now(), id)
+	_, err := s.db.Exec(`UPDATE "user" SET download_count = download_count + 1, updated_at = ? WHERE id = ?`, now(), id)
 	return err
 }

@@ -12,6 +12,11 @@
 #                         our web UI (/ui/) in headless Chromium (Debian
 #                         chromium, installed here; FLARE_REQUIRE_CHROMIUM=1
 #                         fails instead of skipping). About 25 s.
+#                         The PostgreSQL tests (TestPostgres*, and
+#                         internal/pgtest, which other suites reuse) start a
+#                         throwaway cluster on 127.0.0.1 from Debian's
+#                         postgresql (installed here; FLARE_REQUIRE_POSTGRES=1
+#                         fails instead of skipping).
 #   make dashboard-screenshots  rerun TestWebUIInChromium and write its page
 #                         screenshots to docs/dashboard/ (tfplugindocs leaves
 #                         that folder alone; commit them)
@@ -30,16 +35,16 @@ DASHBOARD_TEST_ARGS  ?= -count=1 -timeout 5m
 .PHONY: dashboard dashboard-test dashboard-deps dashboard-screenshots
 
 test: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp
-TEST_ENV += FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 FLARE_REQUIRE_CHROMIUM=1
+TEST_ENV += FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 FLARE_REQUIRE_CHROMIUM=1 FLARE_REQUIRE_POSTGRES=1
 
 dashboard-deps:
-	./scripts/deb-install.sh zip unzip chromium
+	./scripts/deb-install.sh zip unzip chromium postgresql
 
 dashboard:
 	$(GO) build -o $(DASHBOARD_BIN) ./dashboard/cmd/flare-dashboard
 
 dashboard-test: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp
-	FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 FLARE_REQUIRE_CHROMIUM=1 $(GO) test $(DASHBOARD_TEST_ARGS) ./dashboard/...
+	FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 FLARE_REQUIRE_CHROMIUM=1 FLARE_REQUIRE_POSTGRES=1 $(GO) test $(DASHBOARD_TEST_ARGS) ./dashboard/... ./internal/pgtest/
 
 dashboard-screenshots: dashboard-deps
 	FLARE_REQUIRE_CHROMIUM=1 FLARE_DASHBOARD_SCREENSHOTS=$(CURDIR)/docs/dashboard $(GO) test -count=1 -run TestWebUIInChromium ./dashboard/

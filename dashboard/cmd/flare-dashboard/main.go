@@ -1,7 +1,10 @@
 // Command flare-dashboard serves an NVIDIA FLARE Dashboard API
 // (API-compatible with NVFlare's own) from one folder.
 //
-//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org] [--passphrase P] [--ui DIR]
+//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org] [--passphrase P] [--database-url URL] [--ui DIR]
+//
+// DATABASE_URL (or --database-url) postgres://... selects PostgreSQL, which
+// several replicas can share; the default is <folder>/db.sqlite.
 //
 // HTTPS when the folder holds web.crt and web.key (or cert/web.crt and
 // cert/web.key, NVFlare's layout).
@@ -30,7 +33,7 @@ func main() {
 	}
 }
 
-const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org] [--passphrase P] [--ui DIR]`
+const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org] [--passphrase P] [--database-url URL] [--ui DIR]`
 
 func run(args []string) error {
 	if len(args) == 0 || args[0] != "serve" {
@@ -42,6 +45,7 @@ func run(args []string) error {
 	host := fs.String("host", "127.0.0.1", "address to listen on")
 	cred := fs.String("cred", os.Getenv("NVFL_CREDENTIAL"), "first project admin as email:password:org (first start only; default: admin@nvidia.com with a generated password)")
 	passphrase := fs.String("passphrase", os.Getenv("NVFL_DASHBOARD_PP"), "passphrase sealing the root CA key in the database (default $NVFL_DASHBOARD_PP; none: plain, as NVFlare's)")
+	dbURL := fs.String("database-url", os.Getenv("DATABASE_URL"), "database: postgres://user:password@host/db for PostgreSQL (replicas share it), sqlite:///path, or empty for <folder>/db.sqlite (default $DATABASE_URL)")
 	ui := fs.String("ui", "", "serve NVFlare's web UI from this folder (nvflare/dashboard/application/static of an nvflare install)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -57,7 +61,7 @@ func run(args []string) error {
 		}
 		c = &pc
 	}
-	srv, err := dashboard.Open(*folder, c, os.Stdout)
+	srv, err := dashboard.OpenURL(*folder, *dbURL, c, os.Stdout)
 	if err != nil {
 		return err
 	}
