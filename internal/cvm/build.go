@@ -27,6 +27,10 @@ import (
 // the same inputs, so old and new kits do not share a folder.
 const layoutVersion = 1
 
+// generatedKeyIterTimeMS is the LUKS PBKDF2 time for a root key Build
+// generates (a caller's own passphrase gets qemu-img's default).
+const generatedKeyIterTimeMS = 10
+
 // Measurer computes the expected SEV-SNP launch measurement (48 bytes, hex)
 // of a launch; internal/measure provides it.
 type Measurer interface {
@@ -312,6 +316,11 @@ func Build(ctx context.Context, in BuildInput) (*Result, error) {
 				"install a qemu-img with the luks format driver (Debian qemu-utils), or unset encrypt_root to build a plaintext root knowingly", t.qemuImg, err)
 		} else {
 			rootKey = in.RootKey
+			if rootKey == nil && in.luksIterTimeMS == 0 {
+				// A random 256-bit key needs no stretching; qemu's default 2 s
+				// of PBKDF2 would cost a minute to unlock under emulation.
+				in.luksIterTimeMS = generatedKeyIterTimeMS
+			}
 			if rootKey == nil {
 				// qemu-img takes LUKS passphrases as UTF-8 text only.
 				raw := make([]byte, 32)

@@ -110,8 +110,8 @@ type Config struct {
 	MemoryMiB int    `json:"memory_mib"` // guest RAM
 	// Firmware is the OVMF image for -bios; with a kernel it must be an
 	// AmdSev build with a kernel-hashes table (OVMF.amdsev.fd).
-	Firmware      string `json:"firmware"`
-	Kernel        string `json:"kernel"`
+	Firmware string `json:"firmware"`
+	Kernel   string `json:"kernel"`
 	// Initrd is an initrd of the caller's own; empty makes Build write the
 	// kit's own (GuestInitrd): flare-init as /init, the measured guest
 	// config and the kernel modules it needs.
@@ -124,8 +124,8 @@ type Config struct {
 	KernelModules string `json:"kernel_modules,omitempty"`
 	// KeyRelease is the key broker the guest gets the root key from
 	// (required with EncryptRoot and the kit's own initrd).
-	KeyRelease *guestconfig.KeyRelease `json:"key_release,omitempty"`
-	KernelCmdline string `json:"kernel_cmdline"`
+	KeyRelease    *guestconfig.KeyRelease `json:"key_release,omitempty"`
+	KernelCmdline string                  `json:"kernel_cmdline"`
 	// GuestPolicy is the SNP guest policy; 0 means DefaultGuestPolicy.
 	GuestPolicy uint64 `json:"guest_policy"`
 	// GuestFeatures is the VMSA SEV_FEATURES; 0 means DefaultGuestFeatures.
