@@ -170,3 +170,28 @@ func TestSecondaryHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestIVLargeSectors: with IVLargeSectors the plain64 IV counts
+// SectorSize units (dm-crypt's iv_large_sectors, plain mode); without it,
+// 512-byte sectors. The two views of one ciphertext differ after sector 0.
+func TestIVLargeSectors(t *testing.T) {
+	plain := testPlain(3 * 4096)
+	img := make([]byte, 4096+len(plain))
+	large := &Volume{Key: testKey, PayloadOffset: 4096, SectorSize: 4096, IVLargeSectors: true}
+	encryptPayload(t, large, img, plain)
+	checkPayload(t, large, img, plain)
+	small := *large
+	small.IVLargeSectors = false
+	got := make([]byte, len(plain))
+	small.NewReader(bytes.NewReader(img)).ReadAt(got, 0)
+	if !bytes.Equal(got[:4096], plain[:4096]) || bytes.Equal(got[4096:8192], plain[4096:8192]) {
+		t.Fatal("IV of sector 1 should be 8 without iv_large_sectors and 1 with it")
+	}
+	sec := make([]byte, 4096)
+	if err := large.DecryptSector(sec, img[4096+2*4096:][:4096], 2); err != nil || !bytes.Equal(sec, plain[2*4096:]) {
+		t.Fatalf("DecryptSector: %v", err)
+	}
+	if err := large.DecryptSector(sec[:512], sec[:512], 0); err == nil {
+		t.Fatal("short sector accepted")
+	}
+}
