@@ -19,9 +19,13 @@ import (
 // hold only the id can reach the signer:
 //
 //	local:<dir>?nvflare=<line>                                   embedded CA, key in <dir>
-//	vault_transit:<dir>#<mount>/<key>@v<version>?nvflare=<line>  key in Vault Transit
+//	vault_transit:kv:<kv mount>:<kv path>#<mount>/<key>@v<version>?nvflare=<line>
+//	                                                             key in Vault Transit, participants' keys
+//	                                                             and a copy of the root certificate in KV v2
+//	vault_transit:<dir>#<mount>/<key>@v<version>?nvflare=<line>  key in Vault Transit, the rest in <dir>
+//	                                                             (projects made before the KV store)
 //
-// <dir> holds the root certificate and the participants' keys either way.
+// A local <dir> holds the root certificate and the participants' keys.
 // The NVFlare release line rides along so that everything made from the id
 // (certificates, descriptors, kits) follows the project's line, and a change
 // of line shows in the plan of every kit. Ids from before lines existed
@@ -37,6 +41,7 @@ const (
 type caRef struct {
 	Dir   string
 	Vault *vaultKeyRef // nil for the local backend
+	KV    *kvRef       // vault_transit with the Vault key store (then Dir is empty)
 	// Line is the NVFlare release line ("2.9").
 	Line string
 }
@@ -45,6 +50,20 @@ type vaultKeyRef struct {
 	Mount   string
 	Key     string
 	Version int
+}
+
+// kvRef is a project's folder in Vault KV v2.
+type kvRef struct {
+	Mount string
+	Path  string
+}
+
+const kvRefPrefix = "kv:"
+
+// base is the project's folder: one per Transit key version, as each
+// version is its own root CA.
+func (k kvRef) base(v *vaultKeyRef) string {
+	return strings.Trim(k.Path, "/") + "/" + v.Key + "/v" + strconv.Itoa(v.Version)
 }
 
 func (r caRef) ID() string {
@@ -56,7 +75,11 @@ func (r caRef) caID() string {
 	if r.Vault == nil {
 		return localRefPrefix + filepath.Clean(r.Dir)
 	}
-	return fmt.Sprintf("%s%s#%s/%s@v%d", vaultRefPrefix, filepath.Clean(r.Dir), r.Vault.Mount, r.Vault.Key, r.Vault.Version)
+	where := filepath.Clean(r.Dir)
+	if r.KV != nil {
+		where = kvRefPrefix + r.KV.Mount + ":" + r.KV.Path
+	}
+	return fmt.Sprintf("%s%s#%s/%s@v%d", vaultRefPrefix, where, r.Vault.Mount, r.Vault.Key, r.Vault.Version)
 }
 
 // line is the kit layout and certificate profile of the project's line.
@@ -128,7 +151,15 @@ func parseCAID(id string) (caRef, error) {
 	if err != nil || version < 1 {
 		return caRef{}, bad
 	}
-	return caRef{Dir: dir, Vault: &vaultKeyRef{Mount: key[:slash], Key: key[slash+1 : at], Version: version}}, nil
+	ref := caRef{Dir: dir, Vault: &vaultKeyRef{Mount: key[:slash], Key: key[slash+1 : at], Version: version}}
+	if kv, ok := strings.CutPrefix(dir, kvRefPrefix); ok {
+		mount, p, ok := strings.Cut(kv, ":")
+		if !ok || mount == "" || p == "" {
+			return caRef{}, bad
+		}
+		ref.Dir, ref.KV = "", &kvRef{Mount: mount, Path: p}
+	}
+	return ref, nil
 }
 
 // storeFromProjectID resolves a project_id to its CA directory.
@@ -143,7 +174,11 @@ func (d *providerData) loadCA(ctx context.Context, ref caRef) (pki.CA, error) {
 	if ref.Vault == nil {
 		return ref.store().Load()
 	}
-	cert, err := ref.store().LoadCert()
+	store, err := d.store(ctx, ref)
+	if err != nil {
+		return pki.CA{}, err
+	}
+	cert, err := store.RootCert(ctx)
 	if err != nil {
 		return pki.CA{}, err
 	}
@@ -156,7 +191,7 @@ func (d *providerData) loadCA(ctx context.Context, ref caRef) (pki.CA, error) {
 		return pki.CA{}, err
 	}
 	if pub, ok := cert.PublicKey.(*rsa.PublicKey); !ok || !pub.Equal(signer.Public()) {
-		return pki.CA{}, fmt.Errorf("%s does not belong to Vault key %s version %d", ref.store().RootCertPath(), signer.KeyPath(), ref.Vault.Version)
+		return pki.CA{}, fmt.Errorf("the root certificate in %s does not belong to Vault key %s version %d", store.Where(), signer.KeyPath(), ref.Vault.Version)
 	}
 	return pki.CA{Cert: cert, Signer: signer}, nil
 }

@@ -281,12 +281,17 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(c.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, c.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("project_id"), "Invalid Project ID", err.Error())
+		resp.Diagnostics.AddAttributeError(path.Root("project_id"), "Cannot Open Project Key Store", err.Error())
 		return
 	}
-	if taken, ok := participantNameTaken(store, p.Name); ok {
+	taken, ok, err := store.NameTaken(ctx, p.Name)
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot Read Project Key Store", err.Error())
+		return
+	}
+	if ok {
 		resp.Diagnostics.AddAttributeError(path.Root("name"), "Duplicate Participant Name",
 			fmt.Sprintf("name: %q is already a participant of this project (%s exists; a .approval file is a flare_request_approval). Names must be unique across servers, clients, admins and relays: choose another name, or import the existing participant with `terraform import` (id %s@%s).",
 				p.Name, taken, p.Name, c.ProjectID.ValueString()))
@@ -320,7 +325,7 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 	certPEM := pki.CertPEM(cert)
-	if err := store.SaveParticipant(p.Name, key, certPEM); err != nil {
+	if err := store.SaveParticipant(ctx, p.Name, key, certPEM); err != nil {
 		resp.Diagnostics.AddError("Cannot Save Participant Key", err.Error())
 		return
 	}
@@ -328,7 +333,7 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 	resp.Diagnostics.Append(r.setCertState(ctx, &resp.State, c.ProjectID.ValueString(), p, cert, store)...)
 }
 
-func (r *participantResource) setCertState(ctx context.Context, st *tfsdk.State, projectID string, p project.Participant, cert *x509.Certificate, store localca.Store) diag.Diagnostics {
+func (r *participantResource) setCertState(ctx context.Context, st *tfsdk.State, projectID string, p project.Participant, cert *x509.Certificate, store caStore) diag.Diagnostics {
 	keyFP, err := pki.KeyFingerprint(cert.PublicKey)
 	var diags diag.Diagnostics
 	if err != nil {
@@ -336,7 +341,7 @@ func (r *participantResource) setCertState(ctx context.Context, st *tfsdk.State,
 		return diags
 	}
 	certPEM := string(pki.CertPEM(cert))
-	desc, err := descriptorJSON(projectID, p, certPEM, store.ParticipantKeyPath(p.Name))
+	desc, err := descriptorJSON(projectID, p, certPEM, store.KeyLocation(p.Name))
 	if err != nil {
 		diags.AddError("Cannot Build Descriptor", err.Error())
 		return diags
@@ -346,7 +351,7 @@ func (r *participantResource) setCertState(ctx context.Context, st *tfsdk.State,
 		CertPEM:         types.StringValue(certPEM),
 		CertFingerprint: types.StringValue(pki.CertFingerprint(cert)),
 		KeyFingerprint:  types.StringValue(keyFP),
-		KeyFile:         types.StringValue(store.ParticipantKeyPath(p.Name)),
+		KeyFile:         types.StringValue(store.KeyLocation(p.Name)),
 		NotAfter:        types.StringValue(cert.NotAfter.UTC().Format(time.RFC3339)),
 		ReadyForRenewal: types.BoolValue(false),
 		Descriptor:      types.StringValue(desc),
@@ -364,28 +369,27 @@ func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(c.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, c.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
 		return
 	}
 	name := c.Name.ValueString()
 	typ := "flare_" + string(r.kind.typ)
-	key, err := store.LoadParticipantKey(name)
+	key, err := store.ParticipantKey(ctx, name)
 	if errors.Is(err, fs.ErrNotExist) {
-		resp.Diagnostics.AddError("Participant Key Missing", keyMissingDetail(typ, name,
-			fmt.Sprintf("its private key %s is gone", store.ParticipantKeyPath(name)), localRestore(store.Dir)))
+		resp.Diagnostics.AddError("Participant Key Missing", keyMissingDetail(typ, name, err.Error(), store.Restore()))
 		return
 	}
 	if err != nil {
 		resp.Diagnostics.AddError("Cannot Read Participant Key", keyMissingDetail(typ, name,
-			fmt.Sprintf("its private key cannot be read: %v", err), localRestore(store.Dir)))
+			fmt.Sprintf("its private key cannot be read: %v", err), store.Restore()))
 		return
 	}
 	importing := c.CertPEM.IsNull()
 	certPEM := []byte(c.CertPEM.ValueString())
 	if importing {
-		if certPEM, err = store.LoadParticipantCert(name); err != nil {
+		if certPEM, err = store.ParticipantCert(ctx, name); err != nil {
 			resp.Diagnostics.AddError("Cannot Read Participant Certificate", err.Error())
 			return
 		}
@@ -397,14 +401,14 @@ func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
 		resp.Diagnostics.AddError("Participant Key Does Not Match", keyMissingDetail(typ, name,
-			fmt.Sprintf("%s holds another key than the one its certificate is for (replaced outside Terraform?)", store.ParticipantKeyPath(name)),
-			"put the participant's own key back from the CA directory's backup."))
+			fmt.Sprintf("%s holds another key than the one its certificate is for (replaced outside Terraform?)", store.KeyLocation(name)),
+			"put the participant's own key back from the key store's backup."))
 		return
 	}
 	// Only the root certificate is needed here: refresh never signs.
-	root, err := store.LoadCert()
+	root, err := store.RootCert(ctx)
 	if errors.Is(err, localca.ErrNoCA) {
-		resp.Diagnostics.AddError("Project Root CA Missing", rootMissingDetail(c.ProjectID.ValueString(), err.Error(), localRestore(store.Dir)))
+		resp.Diagnostics.AddError("Project Root CA Missing", rootMissingDetail(c.ProjectID.ValueString(), err.Error(), store.Restore()))
 		return
 	}
 	if err != nil {
@@ -413,8 +417,8 @@ func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest
 	}
 	if err := cert.CheckSignatureFrom(root); err != nil {
 		resp.Diagnostics.AddError("Certificate Not Signed By Project CA", keyMissingDetail(typ, name,
-			fmt.Sprintf("its certificate is not signed by the project's root CA in %s (%v): the CA directory holds another CA", store.Dir, err),
-			localRestore(store.Dir)))
+			fmt.Sprintf("its certificate is not signed by the project's root CA in %s (%v): it holds another CA", store.Where(), err),
+			store.Restore()))
 		return
 	}
 	if importing {
@@ -503,12 +507,12 @@ func (r *participantResource) Delete(ctx context.Context, req resource.DeleteReq
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(c.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, c.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
 		return
 	}
-	if err := store.RemoveParticipant(c.Name.ValueString()); err != nil {
+	if err := store.RemoveParticipant(ctx, c.Name.ValueString()); err != nil {
 		resp.Diagnostics.AddError("Cannot Remove Participant Key", err.Error())
 	}
 }

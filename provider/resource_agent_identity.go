@@ -250,11 +250,11 @@ func (r *agentIdentityResource) ModifyPlan(ctx context.Context, req resource.Mod
 		plan.StateDir.IsUnknown() || plan.Mode.IsUnknown() || plan.Listen.IsUnknown() {
 		return
 	}
-	store, err := storeFromProjectID(plan.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, plan.ProjectID.ValueString())
 	if err != nil {
 		return
 	}
-	root, err := store.LoadCert()
+	root, err := store.RootCert(ctx)
 	if err != nil {
 		return
 	}
@@ -270,18 +270,21 @@ func (r *agentIdentityResource) Create(ctx context.Context, req resource.CreateR
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(m.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, m.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("project_id"), "Invalid Project ID", err.Error())
+		resp.Diagnostics.AddAttributeError(path.Root("project_id"), "Cannot Open Project Key Store", err.Error())
 		return
 	}
 	site := m.Site.ValueString()
-	if _, ok := participantNameTaken(store, site); !ok {
+	if _, ok, err := store.NameTaken(ctx, site); err != nil {
+		resp.Diagnostics.AddError("Cannot Read Project Key Store", err.Error())
+		return
+	} else if !ok {
 		resp.Diagnostics.AddAttributeError(path.Root("site"), "Unknown Site",
 			fmt.Sprintf("%q is not a participant of this project: name a flare_client or flare_server of it (e.g. site = flare_client.site_1.name, which also orders the apply).", site))
 		return
 	}
-	if b, err := store.LoadParticipantCert(site); err == nil {
+	if b, err := store.ParticipantCert(ctx, site); err == nil {
 		if c, err := pki.ParseCertPEM(b); err == nil && pki.RoleOf(c) != "" {
 			resp.Diagnostics.AddAttributeError(path.Root("site"), "Not A Site",
 				fmt.Sprintf("%q is an admin (role %s); an agent serves a site: name a flare_client or flare_server.", site, pki.RoleOf(c)))
@@ -402,12 +405,12 @@ func (r *agentIdentityResource) Read(ctx context.Context, req resource.ReadReque
 		resp.State.RemoveResource(ctx)
 		return
 	}
-	store, err := storeFromProjectID(m.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, m.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
 		return
 	}
-	root, err := store.LoadCert()
+	root, err := store.RootCert(ctx)
 	if err != nil || cert.CheckSignatureFrom(root) != nil {
 		if importing {
 			resp.Diagnostics.AddError("Agent Certificate Not From Project CA", fmt.Sprintf("%s is not signed by the project's root CA", filepath.Join(dir, agentid.CertFile)))
@@ -459,12 +462,12 @@ func (r *agentIdentityResource) Update(ctx context.Context, req resource.UpdateR
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(m.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, m.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
 		return
 	}
-	root, err := store.LoadCert()
+	root, err := store.RootCert(ctx)
 	if err != nil {
 		resp.Diagnostics.AddError("Cannot Load Project CA", err.Error())
 		return

@@ -32,7 +32,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
-	"github.com/flarekit/terraform-provider-flare/internal/localca"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 	"github.com/flarekit/terraform-provider-flare/internal/project"
 )
@@ -220,15 +219,19 @@ func (r *clientsResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	}
 	oldSpecs, _ := state.specs(ctx)
 	old := state.issued(ctx)
-	if store, err := storeFromProjectID(state.ProjectID.ValueString()); err == nil {
+	missing := false
+	for _, prev := range old {
+		missing = missing || prev.KitSHA256 == digestKeyMissing
+	}
+	if store, _, err := r.storeFor(ctx, state.ProjectID.ValueString()); missing && err == nil {
 		for name, p := range specs {
 			if prev, had := old[name]; had && prev.KitSHA256 == digestKeyMissing && oldSpecs[name].Org == p.Org {
 				msg := "its private key is missing or does not match its certificate"
-				if err := checkClientKey(store, name); err != nil {
+				if _, _, err := checkClientKey(ctx, store, name); err != nil {
 					msg = err.Error()
 				}
 				resp.Diagnostics.AddAttributeError(path.Root("clients").AtMapKey(name), "Client Key Missing",
-					keyMissingDetail("flare_clients client", name, msg, localRestore(store.Dir)+
+					keyMissingDetail("flare_clients client", name, msg, store.Restore()+
 						" To give only this client a new key, remove it from clients in one apply (its key and kit are deleted) and add it back in the next."))
 			}
 		}
@@ -295,6 +298,7 @@ func (r *clientsResource) Update(ctx context.Context, req resource.UpdateRequest
 type clientWork struct {
 	p       project.Participant
 	reissue bool // new key and certificate
+	replace bool // ... in place of the client's current ones
 	rewrite bool // new kit with the existing key
 	result  issuedClient
 	err     error
@@ -319,7 +323,11 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 		diags.AddError("Cannot Load Project CA", err.Error())
 		return
 	}
-	store := ref.store()
+	store, _, err := r.storeFor(ctx, plan.ProjectID.ValueString())
+	if err != nil {
+		diags.AddError("Cannot Open Project Key Store", err.Error())
+		return
+	}
 	out := plan.OutputDir.ValueString()
 
 	old := map[string]issuedClient{}
@@ -338,14 +346,19 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 		w := &clientWork{p: p, result: prev}
 		switch {
 		case !had:
-			if taken, ok := participantNameTaken(store, name); ok {
+			taken, ok, err := store.NameTaken(ctx, name)
+			if err != nil {
+				diags.AddError("Cannot Read Project Key Store", err.Error())
+				continue
+			}
+			if ok {
 				diags.AddAttributeError(path.Root("clients").AtMapKey(name), "Duplicate Participant Name",
 					fmt.Sprintf("clients[%q]: this name is already a participant of the project (%s exists); names must be unique", name, taken))
 				continue
 			}
 			w.reissue = true
 		case oldSpecs[name].Org != p.Org:
-			w.reissue = true
+			w.reissue, w.replace = true, true
 		case oldSpecs[name].NumGPUs != p.NumGPUs || oldSpecs[name].MemPerGPUInGiB != p.MemPerGPUInGiB || serverChanged || archiveChanged || written[name] != prev.KitSHA256:
 			w.rewrite = true
 		}
@@ -368,7 +381,7 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 		return
 	}
 	r.runParallel(work, func(w *clientWork) {
-		w.err = r.applyClient(w, shared, store, srv.Participant, plan, out)
+		w.err = r.applyClient(ctx, w, shared, store, srv.Participant, plan, out)
 	})
 	newDigests := map[string]string{}
 	issued := map[string]issuedClient{}
@@ -389,7 +402,7 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 		}
 		_ = os.RemoveAll(prev.KitDir)
 		kit.RemoveArchives(out, name, kit.ArchiveNone)
-		if err := store.RemoveParticipant(name); err != nil {
+		if err := store.RemoveParticipant(ctx, name); err != nil {
 			diags.AddError("Cannot Remove Client Key", err.Error())
 		}
 	}
@@ -409,26 +422,23 @@ const digestKeyMissing = "key-missing"
 // unreadable, or not the key of its certificate. A missing key is an
 // error, never a reissue: removing the client from clients (which deletes
 // its key and kit) and adding it back in a later apply issues a new one.
-func checkClientKey(store localca.Store, name string) error {
-	key, err := store.LoadParticipantKey(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("its private key %s is gone", store.ParticipantKeyPath(name))
-	}
+func checkClientKey(ctx context.Context, store caStore, name string) (*rsa.PrivateKey, []byte, error) {
+	key, err := store.ParticipantKey(ctx, name)
 	if err != nil {
-		return fmt.Errorf("its private key cannot be read: %w", err)
+		return nil, nil, err
 	}
-	certPEM, err := store.LoadParticipantCert(name)
+	certPEM, err := store.ParticipantCert(ctx, name)
 	if err != nil {
-		return fmt.Errorf("its certificate cannot be read: %w", err)
+		return nil, nil, fmt.Errorf("its certificate cannot be read: %w", err)
 	}
 	cert, err := pki.ParseCertPEM(certPEM)
 	if err != nil {
-		return fmt.Errorf("its certificate %s: %w", store.ParticipantCertPath(name), err)
+		return nil, nil, fmt.Errorf("its certificate: %w", err)
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
-		return fmt.Errorf("%s holds another key than the one its certificate is for (replaced outside Terraform?)", store.ParticipantKeyPath(name))
+		return nil, nil, fmt.Errorf("%s holds another key than the one its certificate is for (replaced outside Terraform?)", store.KeyLocation(name))
 	}
-	return nil
+	return key, certPEM, nil
 }
 
 // runParallel runs f over work with one worker per CPU: key generation
@@ -463,7 +473,7 @@ type clientShared struct {
 	relayed []project.Participant
 }
 
-func (r *clientsResource) applyClient(w *clientWork, shared clientShared, store localca.Store, server project.Participant, plan *clientsModel, out string) error {
+func (r *clientsResource) applyClient(ctx context.Context, w *clientWork, shared clientShared, store caStore, server project.Participant, plan *clientsModel, out string) error {
 	p, ca := w.p, shared.ca
 	if err := p.Validate(); err != nil {
 		return err
@@ -485,18 +495,17 @@ func (r *clientsResource) applyClient(w *clientWork, shared clientShared, store 
 			return err
 		}
 		certPEM = pki.CertPEM(cert)
-		if err := store.SaveParticipant(p.Name, key, certPEM); err != nil {
+		if w.replace {
+			if err := store.RemoveParticipant(ctx, p.Name); err != nil {
+				return err
+			}
+		}
+		if err := store.SaveParticipant(ctx, p.Name, key, certPEM); err != nil {
 			return err
 		}
 	} else {
-		if err := checkClientKey(store, p.Name); err != nil {
-			return fmt.Errorf("client %q: %v; restore it from the CA directory's backup", p.Name, err)
-		}
-		if key, err = store.LoadParticipantKey(p.Name); err != nil {
-			return err
-		}
-		if certPEM, err = store.LoadParticipantCert(p.Name); err != nil {
-			return err
+		if key, certPEM, err = checkClientKey(ctx, store, p.Name); err != nil {
+			return fmt.Errorf("client %q: %v; restore it: %s", p.Name, err, store.Restore())
 		}
 	}
 	k, err := kit.Build(kit.Input{Project: ca.Cert.Subject.CommonName, Participant: p, Server: server,
@@ -527,9 +536,9 @@ func (r *clientsResource) Read(ctx context.Context, req resource.ReadRequest, re
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(state.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, state.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
 		return
 	}
 	issued := state.issued(ctx)
@@ -556,7 +565,7 @@ func (r *clientsResource) Read(ctx context.Context, req resource.ReadRequest, re
 				if errors.Is(err, fs.ErrNotExist) {
 					digest, err = "absent", nil
 				}
-				keyErr := checkClientKey(store, name)
+				_, _, keyErr := checkClientKey(ctx, store, name)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
@@ -594,16 +603,16 @@ func (r *clientsResource) Delete(ctx context.Context, req resource.DeleteRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(state.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, state.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
 		return
 	}
 	out := state.OutputDir.ValueString()
 	for name, c := range state.issued(ctx) {
 		_ = os.RemoveAll(c.KitDir)
 		kit.RemoveArchives(out, name, kit.ArchiveNone)
-		if err := store.RemoveParticipant(name); err != nil {
+		if err := store.RemoveParticipant(ctx, name); err != nil {
 			resp.Diagnostics.AddError("Cannot Remove Client Key", err.Error())
 		}
 	}

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -24,6 +25,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
 	"github.com/flarekit/terraform-provider-flare/internal/localca"
@@ -37,6 +39,7 @@ var (
 	_ resource.ResourceWithImportState    = (*projectResource)(nil)
 	_ resource.ResourceWithValidateConfig = (*projectResource)(nil)
 	_ resource.ResourceWithModifyPlan     = (*projectResource)(nil)
+	_ resource.ResourceWithUpgradeState   = (*projectResource)(nil)
 )
 
 // NewProjectResource is the flare_project factory.
@@ -66,11 +69,14 @@ type caModel struct {
 	KeyName      types.String `tfsdk:"key_name"`
 	KeyType      types.String `tfsdk:"key_type"`
 	KeyVersion   types.Int64  `tfsdk:"key_version"`
+	KVMount      types.String `tfsdk:"kv_mount"`
+	KVPath       types.String `tfsdk:"kv_path"`
 }
 
 var caAttrTypes = map[string]attr.Type{
 	"backend": types.StringType, "dir": types.StringType, "transit_mount": types.StringType,
 	"key_name": types.StringType, "key_type": types.StringType, "key_version": types.Int64Type,
+	"kv_mount": types.StringType, "kv_path": types.StringType,
 }
 
 const (
@@ -86,6 +92,8 @@ func (r *projectResource) Metadata(_ context.Context, req resource.MetadataReque
 
 func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	resp.Schema = schema.Schema{
+		// 1: ca.kv_mount and ca.kv_path (the Vault key store).
+		Version: 1,
 		MarkdownDescription: "An NVIDIA FLARE project and its root CA. The root certificate signs every participant " +
 			"certificate and every kit's `signature.json`. With the default `local` CA backend the root key is " +
 			"written with mode 0600 to `ca.dir`; it never enters Terraform state.",
@@ -138,6 +146,8 @@ func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 					"key_name":      types.StringNull(),
 					"key_type":      types.StringNull(),
 					"key_version":   types.Int64Null(),
+					"kv_mount":      types.StringNull(),
+					"kv_path":       types.StringNull(),
 				})),
 				PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplace()},
 				Attributes: map[string]schema.Attribute{
@@ -147,7 +157,8 @@ func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 						Default:  stringdefault.StaticString(caBackendLocal),
 						MarkdownDescription: "CA backend. `local`: the root key is a 0600 file in `dir`. " +
 							"`vault_transit`: the root key is a non-exportable Vault Transit key (`key_name`) that never leaves Vault; " +
-							"`dir` then holds the root certificate and the participants' keys only.",
+							"the participants' keys are kept in Vault KV v2 (`kv_mount`, `kv_path`) and the root certificate in state " +
+							"(with a copy in KV), so a pipeline runner needs nothing on disk.",
 						Validators: []validator.String{stringvalidator.OneOf(caBackendLocal, caBackendVault)},
 					},
 					"transit_mount": schema.StringAttribute{
@@ -172,12 +183,30 @@ func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 							"to roll the CA over: a new root certificate, new participant certificates and new kits.",
 						Validators: []validator.Int64{int64validator.AtLeast(1)},
 					},
+					"kv_mount": schema.StringAttribute{
+						Optional: true,
+						MarkdownDescription: "`vault_transit`: the Vault KV v2 mount that keeps the participants' private keys and a copy of the root " +
+							"certificate, so that any runner with the project's state and Vault access finds them (nothing is kept on the " +
+							"runner's disk). Defaults to `" + defaultKVMount + "`.",
+						Validators: []validator.String{kvNameCheck},
+					},
+					"kv_path": schema.StringAttribute{
+						Optional: true,
+						MarkdownDescription: "`vault_transit`: the folder in `kv_mount`; entries go to `<kv_path>/<key_name>/v<key_version>/root` " +
+							"and `.../participants/<name>` (fields `private_key`, `certificate`), written once at issue and deleted with their " +
+							"resource. Defaults to `" + defaultKVFolder + "`. The provider's Vault token needs `create` and `read` on " +
+							"`<kv_mount>/data/<kv_path>/*` and `delete` on `<kv_mount>/metadata/<kv_path>/*`.",
+						Validators: []validator.String{kvNameCheck},
+					},
 					"dir": schema.StringAttribute{
-						Optional:            true,
-						Computed:            true,
-						Default:             stringdefault.StaticString(defaultCADir),
-						MarkdownDescription: "Directory for the root key and the participants' private keys, relative to the working directory. Defaults to `.flare-ca`. Keep it out of version control.",
-						Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
+						Optional: true,
+						Computed: true,
+						Default:  stringdefault.StaticString(defaultCADir),
+						MarkdownDescription: "`local`: directory for the root key and the participants' private keys, relative to the working " +
+							"directory. Defaults to `.flare-ca`. Keep it out of version control, and in a pipeline on a persistent volume. " +
+							"`vault_transit` projects keep nothing here (projects made before the Vault key store keep their root certificate " +
+							"and participant keys here).",
+						Validators: []validator.String{stringvalidator.LengthAtLeast(1)},
 					},
 				},
 			},
@@ -238,7 +267,8 @@ func (r *projectResource) ValidateConfig(ctx context.Context, req resource.Valid
 		}
 		return
 	}
-	for name, v := range map[string]attr.Value{"transit_mount": ca.TransitMount, "key_name": ca.KeyName, "key_type": ca.KeyType, "key_version": ca.KeyVersion} {
+	for name, v := range map[string]attr.Value{"transit_mount": ca.TransitMount, "key_name": ca.KeyName, "key_type": ca.KeyType, "key_version": ca.KeyVersion,
+		"kv_mount": ca.KVMount, "kv_path": ca.KVPath} {
 		if !v.IsNull() {
 			resp.Diagnostics.AddAttributeError(caPath.AtName(name), "Setting Needs The Vault Backend",
 				fmt.Sprintf("ca.%s applies to backend = \"vault_transit\" only; remove it or set the backend", name))
@@ -276,11 +306,23 @@ func (r *projectResource) Create(ctx context.Context, req resource.CreateRequest
 			return
 		}
 		ref.Vault = &vaultKeyRef{Mount: transitMount(ca), Key: ca.KeyName.ValueString(), Version: signer.KeyVersion()}
+		ref.KV = &kvRef{Mount: valueOr(ca.KVMount, defaultKVMount), Path: valueOr(ca.KVPath, defaultKVFolder)}
+		ref.Dir = ""
 		ca.KeyVersion = types.Int64Value(int64(signer.KeyVersion()))
 		plan.LatestKeyVersion = ca.KeyVersion
-		root, err = store.CreateExternal(plan.Name.ValueString(), signer, validity, line.Certs)
+		st, err := r.data.store(ctx, ref)
 		if err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("ca").AtName("dir"), "Cannot Create Root CA", err.Error())
+			resp.Diagnostics.AddAttributeError(path.Root("ca"), "Cannot Open Vault Key Store", err.Error())
+			return
+		}
+		cert, err := pki.NewRootCA(signer, plan.Name.ValueString(), validity, line.Certs)
+		if err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("ca"), "Cannot Create Root CA", err.Error())
+			return
+		}
+		root = pki.CA{Cert: cert, Signer: signer}
+		if err := st.(kvStore).CreateRoot(ctx, root.Cert); err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("ca").AtName("kv_path"), "Cannot Create Root CA", err.Error())
 			return
 		}
 	} else {
@@ -299,6 +341,22 @@ func (r *projectResource) Create(ctx context.Context, req resource.CreateRequest
 	plan.setCert(root.Cert)
 	resp.Diagnostics.Append(resp.State.Set(ctx, plan)...)
 }
+
+func valueOr(v types.String, def string) string {
+	if v.IsNull() || v.IsUnknown() || v.ValueString() == "" {
+		return def
+	}
+	return v.ValueString()
+}
+
+// kvNameCheck refuses what cannot ride in a project id.
+var kvNameCheck = stringCheck{summary: "Invalid Vault KV Path", desc: "a Vault path without ':', '#', '?' or spaces",
+	check: func(s string) error {
+		if strings.Trim(s, "/") == "" || strings.ContainsAny(s, ":#?% ") {
+			return fmt.Errorf("%q must be a non-empty Vault path without ':', '#', '?', '%%' or spaces", s)
+		}
+		return nil
+	}}
 
 func transitMount(ca caModel) string {
 	if m := ca.TransitMount.ValueString(); m != "" {
@@ -351,6 +409,16 @@ func (r *projectResource) Read(ctx context.Context, req resource.ReadRequest, re
 		ca := map[string]attr.Value{
 			"backend": types.StringValue(caBackendLocal), "dir": types.StringValue(ref.Dir),
 			"transit_mount": types.StringNull(), "key_name": types.StringNull(), "key_type": types.StringNull(), "key_version": types.Int64Null(),
+			"kv_mount": types.StringNull(), "kv_path": types.StringNull(),
+		}
+		if ref.KV != nil {
+			ca["dir"] = types.StringValue(defaultCADir)
+			if ref.KV.Mount != defaultKVMount {
+				ca["kv_mount"] = types.StringValue(ref.KV.Mount)
+			}
+			if ref.KV.Path != defaultKVFolder {
+				ca["kv_path"] = types.StringValue(ref.KV.Path)
+			}
 		}
 		if ref.Vault != nil {
 			ca["backend"] = types.StringValue(caBackendVault)
@@ -386,14 +454,22 @@ func (r *projectResource) readRoot(ctx context.Context, ref caRef, state *projec
 		}
 		return ca.Cert, diags
 	}
-	cert, err := store.LoadCert()
-	if errors.Is(err, localca.ErrNoCA) {
-		diags.AddError("Root Certificate Missing", rootMissingDetail(name, err.Error(), localRestore(ref.Dir)))
-		return nil, diags
-	}
-	if err != nil {
-		diags.AddError("Cannot Read Root CA", rootMissingDetail(name, "its root certificate cannot be read: "+err.Error(), localRestore(ref.Dir)))
-		return nil, diags
+	var cert *x509Cert
+	if ref.KV != nil {
+		if cert, diags = r.readKVRoot(ctx, ref, name, state); diags.HasError() {
+			return nil, diags
+		}
+	} else {
+		var err error
+		cert, err = store.LoadCert()
+		if errors.Is(err, localca.ErrNoCA) {
+			diags.AddError("Root Certificate Missing", rootMissingDetail(name, err.Error(), localRestore(ref.Dir)))
+			return nil, diags
+		}
+		if err != nil {
+			diags.AddError("Cannot Read Root CA", rootMissingDetail(name, "its root certificate cannot be read: "+err.Error(), localRestore(ref.Dir)))
+			return nil, diags
+		}
 	}
 	info, d := r.checkTransitKey(ctx, ref, name, cert)
 	diags.Append(d...)
@@ -408,6 +484,55 @@ func (r *projectResource) readRoot(ctx context.Context, ref caRef, state *projec
 				info.Path(), info.LatestVersion, ref.Vault.Version, info.LatestVersion, ref.Vault.Version))
 	}
 	return cert, diags
+}
+
+// readKVRoot checks the copy of the root certificate in Vault KV against
+// the one in state (the authority; on import there is none yet and the
+// copy is read). Participants and kits of the project load it from KV.
+func (r *projectResource) readKVRoot(ctx context.Context, ref caRef, name string, state *projectModel) (*x509Cert, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	if r.data == nil {
+		diags.AddError("Provider Not Configured", "the provider is not configured; cannot reach Vault")
+		return nil, diags
+	}
+	st, err := r.data.store(ctx, ref)
+	if err != nil {
+		diags.AddError("Cannot Reach Vault Key Store", rootMissingDetail(name, "its Vault key store cannot be opened: "+err.Error(),
+			"make Vault reachable (the provider's vault settings, VAULT_ADDR, VAULT_TOKEN), then plan again."))
+		return nil, diags
+	}
+	kv := st.(kvStore)
+	var inState *x509Cert
+	if pemText := state.RootCAPEM.ValueString(); pemText != "" {
+		if inState, err = pki.ParseCertPEM([]byte(pemText)); err != nil {
+			diags.AddError("Invalid Root Certificate In State", err.Error())
+			return nil, diags
+		}
+	}
+	copyCert, err := kv.RootCert(ctx)
+	switch {
+	case errors.Is(err, localca.ErrNoCA) && inState != nil:
+		diags.AddError("Root Certificate Missing From Vault KV", rootMissingDetail(name, err.Error(),
+			kv.Restore()+fmt.Sprintf(" The certificate itself is public and in state: `terraform state show` prints root_ca_pem; write it back with\n\n"+
+				"  bao kv put -mount=%s %s/%s %s=@rootCA.pem\n\n(a create, so the token needs create on it).", kv.kv.Mount, kv.kv.Path, kvRootEntry, kvFieldCert)))
+		return nil, diags
+	case errors.Is(err, localca.ErrNoCA):
+		diags.AddError("Root Certificate Missing", rootMissingDetail(name, err.Error(), kv.Restore()))
+		return nil, diags
+	case err != nil:
+		diags.AddError("Cannot Read Root CA", rootMissingDetail(name, "its root certificate cannot be read from Vault KV: "+err.Error(), kv.Restore()))
+		return nil, diags
+	}
+	if inState == nil {
+		return copyCert, diags
+	}
+	if !copyCert.Equal(inState) {
+		diags.AddError("Root Certificate In Vault KV Differs", rootMissingDetail(name,
+			fmt.Sprintf("%s holds another root certificate than state (another project with the same Transit key version and kv_path?)", kv.kv.Location(kvRootEntry)),
+			"point the provider at the Vault (address, namespace) that holds the project's key store, or give each project its own ca.kv_path."))
+		return nil, diags
+	}
+	return inState, diags
 }
 
 // checkTransitKey reads the project's Transit key: it must exist, be
@@ -501,13 +626,23 @@ func (r *projectResource) Delete(ctx context.Context, req resource.DeleteRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(state.ID.ValueString())
+	ref, err := parseProjectID(state.ID.ValueString())
 	if err != nil {
 		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
 		return
 	}
 	// A Transit key is left in Vault: deleting keys is Vault's operators' call.
-	if err := store.Destroy(); err != nil {
+	if ref.KV != nil {
+		st, err := r.data.store(ctx, ref)
+		if err == nil {
+			err = st.(kvStore).RemoveRoot(ctx)
+		}
+		if err != nil {
+			resp.Diagnostics.AddError("Cannot Remove Root Certificate From Vault KV", err.Error())
+		}
+		return
+	}
+	if err := ref.store().Destroy(); err != nil {
 		resp.Diagnostics.AddError("Cannot Remove Root CA", err.Error())
 	}
 }
@@ -523,6 +658,40 @@ func (r *projectResource) ImportState(ctx context.Context, req resource.ImportSt
 		return
 	}
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), id)...)
+}
+
+// UpgradeState brings state of earlier schema versions to the current one.
+func (r *projectResource) UpgradeState(context.Context) map[int64]resource.StateUpgrader {
+	return map[int64]resource.StateUpgrader{0: {StateUpgrader: upgradeProjectStateV0}}
+}
+
+// upgradeProjectStateV0 adds ca.kv_mount and ca.kv_path (null) to state
+// written before the Vault key store. Nothing else changes: a
+// vault_transit project of then keeps its id, and with it its root
+// certificate and participant keys in ca.dir.
+func upgradeProjectStateV0(_ context.Context, req resource.UpgradeStateRequest, resp *resource.UpgradeStateResponse) {
+	if req.RawState == nil {
+		resp.Diagnostics.AddError("Cannot Upgrade flare_project State", "no prior state")
+		return
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(req.RawState.JSON, &raw); err != nil {
+		resp.Diagnostics.AddError("Cannot Upgrade flare_project State", fmt.Sprintf("state of schema version 0 is not JSON: %v", err))
+		return
+	}
+	if ca, ok := raw["ca"].(map[string]any); ok {
+		for _, k := range []string{"kv_mount", "kv_path"} {
+			if _, had := ca[k]; !had {
+				ca[k] = nil
+			}
+		}
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot Upgrade flare_project State", err.Error())
+		return
+	}
+	resp.DynamicValue = &tfprotov6.DynamicValue{JSON: b}
 }
 
 // validityDaysOf recovers validity_days from a certificate made by pki.ValidityFor.

@@ -299,6 +299,13 @@ func approvalRoot(projectID string) (ref caRef, root *x509Cert, diags diag.Diagn
 				"is new in 2.9 and sites that package a signed zip run 2.9. Set nvflare_version = \"2.9\" on the flare_project.", ref.Line))
 		return ref, nil, diags
 	}
+	if ref.KV != nil {
+		diags.AddAttributeError(path.Root("project_id"), "Approvals Need A CA Directory",
+			"project_id: the project keeps its keys in the Vault key store (ca.kv_mount, ca.kv_path), and approvals do not record "+
+				"their names there yet: they need a project whose records live in a CA directory (the local backend, or a "+
+				"vault_transit project made before the Vault key store).")
+		return ref, nil, diags
+	}
 	root, err = ref.store().LoadCert()
 	if err != nil && !errors.Is(err, localca.ErrNoCA) {
 		diags.AddAttributeError(path.Root("project_id"), "Cannot Read Project Root", err.Error())

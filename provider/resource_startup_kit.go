@@ -312,7 +312,8 @@ func (r *startupKitResource) write(ctx context.Context, m *startupKitModel, priv
 }
 
 // kitInput gathers the kit's inputs: descriptors from the plan, the root
-// CA and the participant's key from the project's CA directory.
+// CA and the participant's key from the project's key store (CA directory
+// or Vault KV). The key reaches the disk only inside the kit.
 func (r *startupKitResource) kitInput(ctx context.Context, m *startupKitModel) (kit.Input, error) {
 	self, server, relay, ferr := m.descriptors()
 	if ferr != nil {
@@ -333,20 +334,20 @@ func (r *startupKitResource) kitInput(ctx context.Context, m *startupKitModel) (
 		return in, err
 	}
 	in.Project, in.Signer, in.RootCAPEM = ca.Cert.Subject.CommonName, ca.Signer, pki.CertPEM(ca.Cert)
-	keyPEM, err := os.ReadFile(self.KeyFile)
+	store, _, err := r.storeFor(ctx, self.ProjectID)
 	if err != nil {
-		return in, fmt.Errorf("participant key: %w (re-apply the %s resource to issue a new key)", err, self.Participant.Type)
+		return in, err
 	}
-	key, err := pki.ParseKeyPEM(keyPEM)
+	key, err := store.ParticipantKey(ctx, self.Participant.Name)
 	if err != nil {
-		return in, fmt.Errorf("participant key %s: %w", self.KeyFile, err)
+		return in, fmt.Errorf("%s %q: %w; restore it: %s", self.Participant.Type, self.Participant.Name, err, store.Restore())
 	}
 	cert, err := pki.ParseCertPEM(in.CertPEM)
 	if err != nil {
 		return in, fmt.Errorf("participant certificate: %w", err)
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
-		return in, fmt.Errorf("%s does not match %q's certificate: the key was replaced outside Terraform; refresh and apply to re-issue", self.KeyFile, self.Participant.Name)
+		return in, fmt.Errorf("%s does not match %q's certificate: the key was replaced outside Terraform", store.KeyLocation(self.Participant.Name), self.Participant.Name)
 	}
 	if err := cert.CheckSignatureFrom(ca.Cert); err != nil {
 		return in, fmt.Errorf("%q's certificate is not signed by the project's root CA: %w", self.Participant.Name, err)
