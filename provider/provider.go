@@ -31,7 +31,8 @@ func New(version string) func() provider.Provider {
 }
 
 type providerModel struct {
-	Vault types.Object `tfsdk:"vault"`
+	Vault     types.Object `tfsdk:"vault"`
+	Dashboard types.Object `tfsdk:"dashboard"`
 }
 
 type vaultModel struct {
@@ -67,6 +68,7 @@ func (p *flareProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp
 			"certificates, and startup kits the NVFlare runtime starts from unchanged. Private keys are written " +
 			"to files with mode 0600 or kept in Vault Transit, and never stored in Terraform state.",
 		Attributes: map[string]schema.Attribute{
+			"dashboard": dashboardProviderSchema(),
 			"vault": schema.SingleNestedAttribute{
 				Optional: true,
 				MarkdownDescription: "How to reach Vault (or OpenBao) for projects whose `ca.backend` is `vault_transit`. " +
@@ -106,7 +108,8 @@ func (p *flareProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp
 // providerData is what resources get from Configure: how to reach Vault,
 // logged in lazily so configurations without a Vault CA never need one.
 type providerData struct {
-	vault vaultca.Config
+	vault     vaultca.Config
+	dashboard dashboardSettings
 
 	mu     sync.Mutex
 	client *api.Client
@@ -164,6 +167,7 @@ func (p *flareProvider) Configure(ctx context.Context, req provider.ConfigureReq
 			resp.Diagnostics.AddWarning(r.Summary, r.Detail)
 		}
 	}
+	resp.Diagnostics.Append(data.dashboard.configure(ctx, m.Dashboard)...)
 	resp.ResourceData = data
 	resp.DataSourceData = data
 }
@@ -182,6 +186,8 @@ func (p *flareProvider) Resources(_ context.Context) []func() resource.Resource 
 		NewAgentIdentityResource,
 		NewRequestApprovalResource,
 		NewRequestApprovalsResource,
+		NewDashboardProjectResource,
+		NewDashboardApprovalResource,
 	}
 }
 
@@ -190,5 +196,6 @@ func (p *flareProvider) DataSources(_ context.Context) []func() datasource.DataS
 		NewProjectConfigDataSource,
 		NewSNPMeasurementDataSource,
 		NewCVMAttestationDataSource,
+		NewDashboardRegistrationsDataSource,
 	}
 }

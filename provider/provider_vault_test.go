@@ -35,7 +35,12 @@ func configureVault(t *testing.T, vault map[string]tftypes.Value) diag.Diagnosti
 		}
 		vaultVal = tftypes.NewValue(vtyp, attrs)
 	}
-	raw := tftypes.NewValue(typ, map[string]tftypes.Value{"vault": vaultVal})
+	top := map[string]tftypes.Value{}
+	for name, at := range typ.AttributeTypes { // other blocks (dashboard) unset
+		top[name] = tftypes.NewValue(at, nil)
+	}
+	top["vault"] = vaultVal
+	raw := tftypes.NewValue(typ, top)
 	var resp provider.ConfigureResponse
 	p.Configure(ctx, provider.ConfigureRequest{Config: tfsdk.Config{Schema: sr.Schema, Raw: raw}}, &resp)
 	return resp.Diagnostics
