@@ -33,7 +33,7 @@ const (
 	diffCred   = diffAdmin + ":" + diffPass + ":nvidia"
 )
 
-func nvflarePython(t *testing.T) string {
+func nvflarePython(t testing.TB) string {
 	t.Helper()
 	py, _ := filepath.Abs(filepath.Join("..", "build", "venv-2.9.0", "bin", "python"))
 	if _, err := os.Stat(py); err != nil {
@@ -45,7 +45,7 @@ func nvflarePython(t *testing.T) string {
 	return py
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -58,7 +58,7 @@ func freePort(t *testing.T) int {
 // startNVFlare runs NVFlare's Dashboard (wsgi app, Werkzeug dev server) on
 // 127.0.0.1 with a throwaway web root and returns its API base. A start
 // that dies (another process took the free port first) is retried.
-func startNVFlare(t *testing.T, py string) string {
+func startNVFlare(t testing.TB, py string) string {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		base, err := tryStartNVFlare(t, py)
@@ -72,7 +72,7 @@ func startNVFlare(t *testing.T, py string) string {
 	}
 }
 
-func tryStartNVFlare(t *testing.T, py string) (string, error) {
+func tryStartNVFlare(t testing.TB, py string) (string, error) {
 	root := t.TempDir()
 	port := freePort(t)
 	cmd := exec.Command(py, "-c", fmt.Sprintf(

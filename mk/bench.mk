@@ -19,6 +19,16 @@
 # launching and attesting the busybox guest (agent/e2e benchmarks); writes
 # its own section of bench/results.md.
 #   BENCH_AGENT_N=10            launches and attestations averaged
+#
+# make bench-dashboard (part of make bench): flare-dashboard (SQLite) and
+# NVFlare 2.9.0's Flask Dashboard (build/venv-2.9.0) on 127.0.0.1 under the
+# same load in the same run (dashboard/load_test.go, BenchmarkDashboardLoad):
+# sign-ups, logins, site registrations, approvals, then kit downloads all at
+# once; p50/p99 and errors per phase into the Dashboard section of
+# bench/results.md. A few minutes. TestLoadSmoke (in make test) runs the same
+# driver at 20/10/10 and checks errors and kit contents, not timings.
+#   BENCH_DASHBOARD_USERS=1000 BENCH_DASHBOARD_SITES=500
+#   BENCH_DASHBOARD_DOWNLOADS=200 BENCH_DASHBOARD_CONCURRENCY=50
 
 BENCH_SIZES       ?= 10,100,1000
 BENCH_PARALLELISM ?= 4
@@ -33,7 +43,14 @@ BENCH_GO_OUT      := $(BUILD)/bench-go.txt
 BENCH_AGENT_N     ?= 10
 BENCH_AGENT_OUT   := $(BUILD)/bench-agent.txt
 
-.PHONY: bench bench-go bench-agent
+BENCH_DASHBOARD_OUT := $(BUILD)/bench-dashboard.txt
+
+.PHONY: bench bench-go bench-agent bench-dashboard
+
+bench-dashboard: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp
+	@mkdir -p $(BUILD) bench
+	set -o pipefail; FLARE_REQUIRE_NVFLARE=1 FLARE_BENCH_DASHBOARD_OUT=$(CURDIR)/bench/results.md \
+	    $(GO) test -count=1 -run '^$$' -bench BenchmarkDashboardLoad -benchtime 1x -timeout 60m ./dashboard/ | tee $(BENCH_DASHBOARD_OUT)
 
 bench-go:
 	@mkdir -p $(BUILD)
@@ -45,7 +62,7 @@ bench-agent: agent-e2e-deps
 	python3 scripts/agent-bench.py --bench $(BENCH_AGENT_OUT) --out bench/results.md \
 	    --qemu "$$(qemu-system-x86_64 --version | head -1)"
 
-bench: build terraform interop-venv-newest bench-go bench-agent
+bench: build terraform interop-venv-newest bench-go bench-agent bench-dashboard
 	@printf 'provider_installation {\n  dev_overrides {\n    "flarekit/flare" = "%s"\n  }\n  direct {}\n}\n' "$(BIN)" > $(BENCH_RC)
 	@mkdir -p bench
 	$(INTEROP_PY) scripts/provision-bench.py --terraform $(TERRAFORM) --tfrc $(BENCH_RC) \
