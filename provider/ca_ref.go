@@ -162,12 +162,6 @@ func parseCAID(id string) (caRef, error) {
 	return ref, nil
 }
 
-// storeFromProjectID resolves a project_id to its CA directory.
-func storeFromProjectID(id string) (localca.Store, error) {
-	ref, err := parseProjectID(id)
-	return ref.store(), err
-}
-
 // loadCA returns the project's root certificate with a signer for its key,
 // wherever the key lives.
 func (d *providerData) loadCA(ctx context.Context, ref caRef) (pki.CA, error) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 
 	"github.com/flarekit/terraform-provider-flare/internal/localca"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
@@ -39,8 +40,22 @@ type caStore interface {
 	ParticipantCert(ctx context.Context, name string) ([]byte, error)
 	// RemoveParticipant deletes a participant's key and certificate.
 	RemoveParticipant(ctx context.Context, name string) error
-	// NameTaken reports whether name is a participant already, and what says so.
-	NameTaken(ctx context.Context, name string) (string, bool, error)
+
+	// KeyHeld reports whether name has a key in the store (a participant
+	// the provider issued), and where.
+	KeyHeld(ctx context.Context, name string) (string, bool, error)
+	// ApprovalWhere names name's approval record in messages.
+	ApprovalWhere(name string) string
+	// Approval reads name's approval record (approval_records.go); none
+	// wraps fs.ErrNotExist.
+	Approval(ctx context.Context, name string) (nameRecord, error)
+	// PutApproval records certPEM as name's approval, owned by owner. With
+	// prev nil it is exclusive; with prev (what Approval read) it replaces
+	// that record. A name with a key, or a record when prev is nil, gives
+	// fs.ErrExist.
+	PutApproval(ctx context.Context, name string, certPEM []byte, owner string, prev *nameRecord) error
+	// RemoveApproval deletes name's approval record.
+	RemoveApproval(ctx context.Context, name string) error
 }
 
 // localStore is a CA directory.
@@ -76,15 +91,11 @@ func (s localStore) RemoveParticipant(_ context.Context, name string) error {
 	return s.Store.RemoveParticipant(name)
 }
 
-func (s localStore) NameTaken(_ context.Context, name string) (string, bool, error) {
-	p, ok := participantNameTaken(s.Store, name)
-	return p, ok, nil
-}
-
 // kvStore keeps a vault_transit project's material in Vault KV v2:
 //
 //	<kv_path>/<transit key>/v<version>/root                {certificate}
 //	<kv_path>/<transit key>/v<version>/participants/<name> {private_key, certificate}
+//	<kv_path>/<transit key>/v<version>/approvals/<name>    {certificate, owner}
 type kvStore struct {
 	kv vaultca.KV
 }
@@ -145,7 +156,20 @@ func (s kvStore) SaveParticipant(ctx context.Context, name string, key *rsa.Priv
 		return fmt.Errorf("%s already holds a key: %q is a participant already (another resource or an earlier apply); import it, "+
 			"or remove the entry if it is a leftover", s.kv.Location(kvParticipants+name), name)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// An approval may have claimed the name since the caller checked
+	// (approval_records.go: each side checks the other after its write).
+	if rec, err := s.Approval(ctx, name); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		_ = s.kv.Delete(ctx, kvParticipants+name)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%q was approved for a site (%s, owner %s) while this participant was being issued: names are unique in a project",
+			name, s.ApprovalWhere(name), strings.TrimSpace(rec.Owner))
+	}
+	return nil
 }
 
 func (s kvStore) ParticipantKey(ctx context.Context, name string) (*rsa.PrivateKey, error) {
@@ -167,11 +191,6 @@ func (s kvStore) ParticipantCert(ctx context.Context, name string) ([]byte, erro
 
 func (s kvStore) RemoveParticipant(ctx context.Context, name string) error {
 	return s.kv.Delete(ctx, kvParticipants+name)
-}
-
-func (s kvStore) NameTaken(ctx context.Context, name string) (string, bool, error) {
-	ok, err := s.kv.Exists(ctx, kvParticipants+name)
-	return s.kv.Location(kvParticipants + name), ok, err
 }
 
 // store opens the store a project id names.

@@ -286,7 +286,7 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 		resp.Diagnostics.AddAttributeError(path.Root("project_id"), "Cannot Open Project Key Store", err.Error())
 		return
 	}
-	taken, ok, err := store.NameTaken(ctx, p.Name)
+	taken, ok, err := participantNameTaken(ctx, store, p.Name)
 	if err != nil {
 		resp.Diagnostics.AddError("Cannot Read Project Key Store", err.Error())
 		return

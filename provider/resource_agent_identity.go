@@ -276,7 +276,7 @@ func (r *agentIdentityResource) Create(ctx context.Context, req resource.CreateR
 		return
 	}
 	site := m.Site.ValueString()
-	if _, ok, err := store.NameTaken(ctx, site); err != nil {
+	if _, ok, err := participantNameTaken(ctx, store, site); err != nil {
 		resp.Diagnostics.AddError("Cannot Read Project Key Store", err.Error())
 		return
 	} else if !ok {

@@ -346,7 +346,7 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 		w := &clientWork{p: p, result: prev}
 		switch {
 		case !had:
-			taken, ok, err := store.NameTaken(ctx, name)
+			taken, ok, err := participantNameTaken(ctx, store, name)
 			if err != nil {
 				diags.AddError("Cannot Read Project Key Store", err.Error())
 				continue

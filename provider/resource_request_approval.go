@@ -30,7 +30,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/flarekit/terraform-provider-flare/internal/approve"
-	"github.com/flarekit/terraform-provider-flare/internal/atomicfile"
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
 	"github.com/flarekit/terraform-provider-flare/internal/localca"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
@@ -100,7 +99,7 @@ func (r *requestApprovalResource) Schema(_ context.Context, _ resource.SchemaReq
 			"(local or Vault Transit) and writes `<output_dir>/<name>.signed.zip`, which the site turns into its startup kit " +
 			"with `nvflare package <name>.signed.zip --fingerprint <rootca_fingerprint_sha256>`. The provider reads and " +
 			"writes no private key on this path. Approved certificates are recorded (certificate only) in the project's " +
-			"CA directory, so a name cannot be approved twice or collide with a `flare_client`/`flare_admin`. " +
+			"key store (its CA directory, or Vault KV `<kv_path>/<key>/v<N>/approvals/<name>` for a `vault_transit` project), so a name cannot be approved twice or collide with a `flare_client`/`flare_admin`. " +
 			"Needs a project on NVFlare 2.9 (`nvflare_version`).",
 		Attributes: withApprovalSettings("the", map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "Path of the signed zip."},
@@ -204,7 +203,7 @@ func (r *requestApprovalResource) ValidateConfig(ctx context.Context, req resour
 type approvalInputs struct {
 	req      *approve.Request
 	ref      caRef
-	store    localca.Store
+	store    caStore
 	server   Descriptor
 	endpoint approve.Endpoint
 }
@@ -212,7 +211,7 @@ type approvalInputs struct {
 // inputs parses the request and checks it against the configuration, the
 // project's root (when it exists) and the server. Errors name the attribute.
 // ok is false when an input is unknown yet, or on error.
-func (r *requestApprovalResource) inputs(m requestApprovalModel) (in approvalInputs, ok bool, diags diag.Diagnostics) {
+func (r *requestApprovalResource) inputs(ctx context.Context, m requestApprovalModel) (in approvalInputs, ok bool, diags diag.Diagnostics) {
 	for _, v := range []types.String{m.ProjectID, m.Server, m.RequestZip, m.CSRPEM, m.Scheme, m.ConnectionSecurity} {
 		if v.IsUnknown() {
 			return in, false, nil
@@ -229,10 +228,9 @@ func (r *requestApprovalResource) inputs(m requestApprovalModel) (in approvalInp
 		}
 	}
 	var root *x509Cert
-	if in.ref, root, diags = approvalRoot(m.ProjectID.ValueString()); diags.HasError() {
+	if in.ref, in.store, root, diags = r.approvalRoot(ctx, m.ProjectID.ValueString()); diags.HasError() {
 		return in, false, diags
 	}
-	in.store = in.ref.store()
 
 	var err error
 	reqAttr := path.Root("request_zip")
@@ -286,32 +284,31 @@ func (r *requestApprovalResource) inputs(m requestApprovalModel) (in approvalInp
 }
 
 // approvalRoot checks a project_id for approvals: a flare_project id on
-// NVFlare 2.9 or later. root is nil before the project's first apply.
-func approvalRoot(projectID string) (ref caRef, root *x509Cert, diags diag.Diagnostics) {
+// NVFlare 2.9 or later. It opens the project's key store, where approved
+// names are recorded (a CA directory, or Vault KV); root is nil before the
+// project's first apply.
+func (w *withProviderData) approvalRoot(ctx context.Context, projectID string) (ref caRef, store caStore, root *x509Cert, diags diag.Diagnostics) {
 	var err error
 	if ref, err = parseProjectID(projectID); err != nil {
 		diags.AddAttributeError(path.Root("project_id"), "Invalid Project ID", err.Error())
-		return ref, nil, diags
+		return ref, nil, nil, diags
 	}
 	if lineBefore(ref.Line, 2, 9) {
 		diags.AddAttributeError(path.Root("project_id"), "Project Not On NVFlare 2.9",
 			fmt.Sprintf("project_id: the project is on NVFlare %s; distributed provisioning (nvflare cert request/approve, nvflare package) "+
 				"is new in 2.9 and sites that package a signed zip run 2.9. Set nvflare_version = \"2.9\" on the flare_project.", ref.Line))
-		return ref, nil, diags
+		return ref, nil, nil, diags
 	}
-	if ref.KV != nil {
-		diags.AddAttributeError(path.Root("project_id"), "Approvals Need A CA Directory",
-			"project_id: the project keeps its keys in the Vault key store (ca.kv_mount, ca.kv_path), and approvals do not record "+
-				"their names there yet: they need a project whose records live in a CA directory (the local backend, or a "+
-				"vault_transit project made before the Vault key store).")
-		return ref, nil, diags
+	if store, err = w.data.store(ctx, ref); err != nil {
+		diags.AddAttributeError(path.Root("project_id"), "Cannot Open Project Key Store", err.Error())
+		return ref, nil, nil, diags
 	}
-	root, err = ref.store().LoadCert()
+	root, err = store.RootCert(ctx)
 	if err != nil && !errors.Is(err, localca.ErrNoCA) {
 		diags.AddAttributeError(path.Root("project_id"), "Cannot Read Project Root", err.Error())
-		return ref, nil, diags
+		return ref, nil, nil, diags
 	}
-	return ref, root, diags
+	return ref, store, root, diags
 }
 
 // checkApprovable refuses what is never approved here: server requests, and
@@ -379,14 +376,6 @@ func checkNotServerName(name string, ep approve.Endpoint, attr path.Path, label 
 	return diags
 }
 
-// An approval's record in the CA directory is participants/<name>.crt (the
-// certificate, no key) and participants/<name>.approval, which names its
-// owner: the signed zip and the request source. Terraform plans the create
-// half of a replacement without the old state, so the owner is what tells
-// our own earlier approval from another resource's.
-// participantNameTaken reports whether name is a participant of the project
-// already: one with a key here, or one a site keeps the key of (an approval).
-// It returns the file that says so.
 // withApprovalSettings adds what flare_request_approval and
 // flare_request_approvals record alike in a signed.json ("the" or "each").
 func withApprovalSettings(which string, attrs map[string]schema.Attribute) map[string]schema.Attribute {
@@ -410,19 +399,6 @@ func withApprovalSettings(which string, attrs map[string]schema.Attribute) map[s
 	return attrs
 }
 
-func participantNameTaken(store localca.Store, name string) (string, bool) {
-	for _, p := range []string{store.ParticipantKeyPath(name), approvalOwnerPath(store, name)} {
-		if _, err := os.Stat(p); err == nil {
-			return p, true
-		}
-	}
-	return "", false
-}
-
-func approvalOwnerPath(store localca.Store, name string) string {
-	return strings.TrimSuffix(store.ParticipantCertPath(name), ".crt") + ".approval"
-}
-
 // approvalOwner identifies an approval across its replacements.
 func approvalOwner(m requestApprovalModel, name string) string {
 	source := "csr_pem"
@@ -440,23 +416,6 @@ func ownerRecord(zipPath, source string) string {
 		source, _ = filepath.Abs(source)
 	}
 	return "signed_zip=" + zipPath + "\nsource=" + source + "\n"
-}
-
-// nameTaken reports a participant, or an approval other than owner's, of
-// name in the project's CA directory.
-func nameTaken(store localca.Store, name, owner string) string {
-	if _, err := os.Stat(store.ParticipantKeyPath(name)); err == nil {
-		return fmt.Sprintf("%q is already a participant of this project (%s exists): a flare_server, flare_client, flare_admin or flare_relay has the name. Names are unique in a project; the site must request another name.",
-			name, store.ParticipantKeyPath(name))
-	}
-	if _, err := os.Stat(store.ParticipantCertPath(name)); err == nil {
-		if b, err := os.ReadFile(approvalOwnerPath(store, name)); err == nil && string(b) == owner {
-			return "" // our own approval, being replaced
-		}
-		return fmt.Sprintf("%q is already approved in this project (%s exists), by another flare_request_approval or flare_request_approvals (or another output_dir or request file). "+
-			"Names are unique in a project: remove the other approval first, or have the site request another name.", name, store.ParticipantCertPath(name))
-	}
-	return ""
 }
 
 func withArticle(word string) string {
@@ -494,7 +453,7 @@ func (r *requestApprovalResource) ModifyPlan(ctx context.Context, req resource.M
 			return
 		}
 	}
-	in, ok, diags := r.inputs(plan)
+	in, ok, diags := r.inputs(ctx, plan)
 	resp.Diagnostics.Append(diags...)
 	if !ok {
 		return
@@ -507,7 +466,12 @@ func (r *requestApprovalResource) ModifyPlan(ctx context.Context, req resource.M
 	// A name is ours if the state already holds it, or if the record names
 	// us as its owner (the create half of a replacement).
 	if state == nil || state.ParticipantName.ValueString() != rq.Name {
-		if msg := nameTaken(in.store, rq.Name, approvalOwner(plan, rq.Name)); msg != "" {
+		msg, err := nameTaken(ctx, in.store, rq.Name, approvalOwner(plan, rq.Name))
+		if err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("project_id"), "Cannot Read Project Key Store", err.Error())
+			return
+		}
+		if msg != "" {
 			resp.Diagnostics.AddAttributeError(reqAttr, "Participant Name Taken", reqAttr.String()+": "+msg)
 			return
 		}
@@ -566,7 +530,7 @@ func (r *requestApprovalResource) Create(ctx context.Context, req resource.Creat
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	in, ok, diags := r.inputs(m)
+	in, ok, diags := r.inputs(ctx, m)
 	resp.Diagnostics.Append(diags...)
 	if !ok {
 		if !resp.Diagnostics.HasError() {
@@ -599,9 +563,13 @@ func (r *requestApprovalResource) Create(ctx context.Context, req resource.Creat
 	}
 	// Claim the name first, exclusively: two approvals of one name in the
 	// same apply cannot both succeed.
-	if err := claimName(in.store, in.req.Name, a.CertPEM, approvalOwner(m, in.req.Name)); err != nil {
+	if err := claimName(ctx, in.store, in.req.Name, a.CertPEM, approvalOwner(m, in.req.Name)); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			resp.Diagnostics.AddError("Participant Name Taken", nameTaken(in.store, in.req.Name, ""))
+			msg, _ := nameTaken(ctx, in.store, in.req.Name, "")
+			if msg == "" {
+				msg = fmt.Sprintf("%q was taken by another resource during this apply (%s).", in.req.Name, in.store.ApprovalWhere(in.req.Name))
+			}
+			resp.Diagnostics.AddError("Participant Name Taken", msg)
 			return
 		}
 		resp.Diagnostics.AddError("Cannot Record Approval", err.Error())
@@ -609,8 +577,7 @@ func (r *requestApprovalResource) Create(ctx context.Context, req resource.Creat
 	}
 	zipPath := filepath.Join(m.OutputDir.ValueString(), approve.SignedZipName(in.req.Name))
 	if err := approve.WriteZip(zipPath, a.Zip); err != nil {
-		_ = os.Remove(in.store.ParticipantCertPath(in.req.Name))
-		_ = os.Remove(approvalOwnerPath(in.store, in.req.Name))
+		_ = in.store.RemoveApproval(ctx, in.req.Name)
 		resp.Diagnostics.AddError("Cannot Write Signed Zip", err.Error())
 		return
 	}
@@ -646,64 +613,6 @@ func (r *requestApprovalResource) setState(_ context.Context, m *requestApproval
 	m.NotAfter = types.StringValue(a.Cert.NotAfter.UTC().Format(time.RFC3339))
 }
 
-// claimName records an approved certificate and its owner in the CA
-// directory (participants/<name>.crt and .approval, no key), failing with
-// fs.ErrExist if the name is a participant's or another owner's. The
-// certificate appears complete or not at all, and exclusively: two
-// approvals of one name in the same apply cannot both claim it.
-func claimName(store localca.Store, name string, certPEM []byte, owner string) error {
-	return claimRecord(store, name, certPEM, owner, func(rec string) bool { return rec == owner })
-}
-
-// claimRecord is claimName where ours tells, from the owner recorded in
-// the .approval file, whether an existing record is the caller's own (then
-// it is replaced).
-func claimRecord(store localca.Store, name string, certPEM []byte, owner string, ours func(recorded string) bool) error {
-	if _, err := os.Stat(store.ParticipantKeyPath(name)); err == nil {
-		return fs.ErrExist
-	}
-	final := store.ParticipantCertPath(name)
-	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-		return err
-	}
-	mine := false
-	if b, err := os.ReadFile(approvalOwnerPath(store, name)); err == nil && ours(string(b)) {
-		mine = true // our earlier approval, replaced create-before-destroy
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(final), "."+filepath.Base(final)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	for _, step := range []func() error{
-		func() error { _, err := tmp.Write(certPEM); return err },
-		func() error { return tmp.Chmod(0o644) },
-		tmp.Sync,
-	} {
-		if err := step(); err != nil {
-			tmp.Close()
-			return err
-		}
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if mine {
-		err = os.Rename(tmp.Name(), final)
-	} else {
-		// link(2) fails if the name exists.
-		err = os.Link(tmp.Name(), final)
-	}
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.Write(approvalOwnerPath(store, name), []byte(owner), 0o644); err != nil {
-		os.Remove(final)
-		return err
-	}
-	return nil
-}
-
 // Read notices a signed zip deleted or edited on disk (the next plan
 // rewrites it) and a project root that changed (the approval is made
 // again). On import it reads everything from the signed zip.
@@ -713,14 +622,14 @@ func (r *requestApprovalResource) Read(ctx context.Context, req resource.ReadReq
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(m.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, m.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
 		return
 	}
-	root, err := store.LoadCert()
+	root, err := store.RootCert(ctx)
 	if errors.Is(err, localca.ErrNoCA) {
-		resp.Diagnostics.AddError("Project Root CA Missing", rootMissingDetail(m.ProjectID.ValueString(), err.Error(), localRestore(store.Dir)))
+		resp.Diagnostics.AddError("Project Root CA Missing", rootMissingDetail(m.ProjectID.ValueString(), err.Error(), store.Restore()))
 		return
 	}
 	if err != nil {
@@ -761,9 +670,9 @@ func (r *requestApprovalResource) Read(ctx context.Context, req resource.ReadReq
 		m.ValidityDays = types.Int64Value(int64(math.Round(s.Cert.NotAfter.Sub(s.Cert.NotBefore.Add(pki.Backdate)).Hours() / 24)))
 		m.OutputDir = types.StringValue(filepath.Dir(zipPath))
 		m.SignedZipSHA256 = types.StringValue(sha256Hex(data))
-		if rec, err := store.LoadParticipantCert(s.Name); err != nil || !bytes.Equal(rec, pki.CertPEM(s.Cert)) {
+		if !bytes.Equal(recordedCert(ctx, store, s.Name), pki.CertPEM(s.Cert)) {
 			resp.Diagnostics.AddWarning("Approval Not Recorded",
-				fmt.Sprintf("%s does not hold this certificate; the next apply records it (or fails if the name is another participant's).", store.ParticipantCertPath(s.Name)))
+				fmt.Sprintf("%s does not hold this certificate; the next apply records it (or fails if the name is another participant's).", store.ApprovalWhere(s.Name)))
 			m.SignedZipSHA256 = types.StringValue("")
 		}
 		resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
@@ -792,7 +701,7 @@ func (r *requestApprovalResource) Read(ctx context.Context, req resource.ReadReq
 		return
 	}
 	// A lost record counts as drift too: the rewrite restores it.
-	if rec, err := store.LoadParticipantCert(m.ParticipantName.ValueString()); err != nil || !bytes.Equal(rec, []byte(m.CertificatePEM.ValueString())) {
+	if !bytes.Equal(recordedCert(ctx, store, m.ParticipantName.ValueString()), []byte(m.CertificatePEM.ValueString())) {
 		sum = ""
 	}
 	m.SignedZipSHA256 = types.StringValue(sum)
@@ -808,7 +717,7 @@ func (r *requestApprovalResource) Update(ctx context.Context, req resource.Updat
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	in, ok, diags := r.inputs(m)
+	in, ok, diags := r.inputs(ctx, m)
 	resp.Diagnostics.Append(diags...)
 	if !ok {
 		if !resp.Diagnostics.HasError() {
@@ -839,7 +748,7 @@ func (r *requestApprovalResource) Update(ctx context.Context, req resource.Updat
 		return
 	}
 	owner := approvalOwner(m, in.req.Name)
-	if summary, detail := ensureRecord(in.store, in.req.Name, certPEM, owner, func(string) bool { return false }); summary != "" {
+	if summary, detail := ensureRecord(ctx, in.store, in.req.Name, certPEM, owner, func(string) bool { return false }); summary != "" {
 		resp.Diagnostics.AddError(summary, detail)
 		return
 	}
@@ -872,69 +781,19 @@ func (r *requestApprovalResource) Delete(ctx context.Context, req resource.Delet
 			return
 		}
 	}
-	store, err := storeFromProjectID(m.ProjectID.ValueString())
-	if err != nil {
-		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
-		return
-	}
 	name := m.ParticipantName.ValueString()
 	if name == "" {
 		return
 	}
+	store, _, err := r.storeFor(ctx, m.ProjectID.ValueString())
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
+		return
+	}
 	cert := []byte(m.CertificatePEM.ValueString())
-	if err := removeRecord(store, name, func(rec []byte) bool { return bytes.Equal(rec, cert) }); err != nil {
+	if err := removeRecord(ctx, store, name, func(rec []byte) bool { return bytes.Equal(rec, cert) }); err != nil {
 		resp.Diagnostics.AddError("Cannot Remove Approval Record", err.Error())
 	}
-}
-
-// ensureRecord makes the CA directory record certPEM as name's approval,
-// owned by owner: a lost record is claimed again; a record of another
-// certificate is refused unless ours says its owner is the caller. It
-// returns a diagnostic's summary and detail, or "" when the record is in
-// place.
-func ensureRecord(store localca.Store, name string, certPEM []byte, owner string, ours func(recorded string) bool) (string, string) {
-	rec, recErr := store.LoadParticipantCert(name)
-	switch {
-	case recErr == nil && bytes.Equal(rec, certPEM):
-	case errors.Is(recErr, fs.ErrNotExist) || recErr == nil:
-		err := claimRecord(store, name, certPEM, owner, func(recorded string) bool { return recErr == nil && ours(recorded) })
-		if errors.Is(err, fs.ErrExist) {
-			return "Participant Name Taken", fmt.Sprintf("%s holds another certificate than this approval's: another resource took %q. "+
-				"Remove it, or replace this approval (terraform apply -replace).", store.ParticipantCertPath(name), name)
-		}
-		if err != nil {
-			return "Cannot Record Approval", fmt.Sprintf("%s: %v", store.ParticipantCertPath(name), err)
-		}
-	default:
-		return "Cannot Record Approval", recErr.Error()
-	}
-	if b, err := os.ReadFile(approvalOwnerPath(store, name)); err == nil && string(b) == owner {
-		return "", ""
-	}
-	if err := atomicfile.Write(approvalOwnerPath(store, name), []byte(owner), 0o644); err != nil {
-		return "Cannot Record Approval", err.Error()
-	}
-	return "", ""
-}
-
-// removeRecord removes name's approval record if ours says the recorded
-// certificate is the caller's: never another participant's certificate,
-// nor a participant with a key.
-func removeRecord(store localca.Store, name string, ours func(certPEM []byte) bool) error {
-	rec, err := store.LoadParticipantCert(name)
-	if err != nil || !ours(rec) {
-		return nil
-	}
-	if _, keyErr := os.Stat(store.ParticipantKeyPath(name)); !errors.Is(keyErr, fs.ErrNotExist) {
-		return nil
-	}
-	var errs []error
-	for _, p := range []string{store.ParticipantCertPath(name), approvalOwnerPath(store, name)} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // ImportState takes "<path of the signed zip>@<project_id>", e.g.

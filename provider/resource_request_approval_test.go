@@ -2,6 +2,7 @@ package provider
 
 import (
 	"bytes"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -315,30 +316,39 @@ func checkSignedZip(caDir, zipPath string, site *approvetest.Request, certType s
 		if err != nil {
 			return err
 		}
-		b, err := os.ReadFile(zipPath)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, []byte("PRIVATE KEY")) {
-			return fmt.Errorf("%s holds a private key", zipPath)
-		}
-		s, err := approve.ReadSigned(b, root)
-		if err != nil {
-			return fmt.Errorf("%s: %w", zipPath, err)
-		}
-		if !site.Key.PublicKey.Equal(s.Cert.PublicKey) {
-			return fmt.Errorf("the certificate is not for the site's key")
-		}
-		if s.CertType != certType || s.RequestID != site.Meta["request_id"] {
-			return fmt.Errorf("signed.json: type %q, request id %q", s.CertType, s.RequestID)
-		}
-		if s.Server != (approve.Endpoint{Scheme: "http", ConnectionSecurity: "mtls", Host: "server1", FedLearnPort: 8002, AdminPort: 8003}) {
-			return fmt.Errorf("endpoint %+v", s.Server)
-		}
 		rec, err := os.ReadFile(filepath.Join(caDir, "participants", site.Name+".crt"))
-		if err != nil || !strings.Contains(string(rec), "BEGIN CERTIFICATE") || !bytes.Equal(rec, pki.CertPEM(s.Cert)) {
-			return fmt.Errorf("approval not recorded in the CA directory (err=%v)", err)
+		if err != nil {
+			return fmt.Errorf("approval not recorded in the CA directory: %w", err)
 		}
-		return nil
+		return verifySignedZip(root, rec, zipPath, site, certType)
 	}
+}
+
+// verifySignedZip checks a signed zip against the project's root and the
+// certificate the project's key store recorded for the approval.
+func verifySignedZip(root *x509.Certificate, rec []byte, zipPath string, site *approvetest.Request, certType string) error {
+	b, err := os.ReadFile(zipPath)
+	if err != nil {
+		return err
+	}
+	if bytes.Contains(b, []byte("PRIVATE KEY")) {
+		return fmt.Errorf("%s holds a private key", zipPath)
+	}
+	s, err := approve.ReadSigned(b, root)
+	if err != nil {
+		return fmt.Errorf("%s: %w", zipPath, err)
+	}
+	if !site.Key.PublicKey.Equal(s.Cert.PublicKey) {
+		return fmt.Errorf("the certificate is not for the site's key")
+	}
+	if s.CertType != certType || s.RequestID != site.Meta["request_id"] {
+		return fmt.Errorf("signed.json: type %q, request id %q", s.CertType, s.RequestID)
+	}
+	if s.Server != (approve.Endpoint{Scheme: "http", ConnectionSecurity: "mtls", Host: "server1", FedLearnPort: 8002, AdminPort: 8003}) {
+		return fmt.Errorf("endpoint %+v", s.Server)
+	}
+	if !strings.Contains(string(rec), "BEGIN CERTIFICATE") || !bytes.Equal(rec, pki.CertPEM(s.Cert)) {
+		return fmt.Errorf("the key store's record of %q is not the signed zip's certificate", site.Name)
+	}
+	return nil
 }

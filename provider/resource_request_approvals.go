@@ -89,9 +89,9 @@ func (r *requestApprovalsResource) Schema(_ context.Context, _ resource.SchemaRe
 			"for large federations, where Terraform's own cost per `for_each` instance dominates. Every request zip is " +
 			"checked at plan time as `flare_request_approval` checks one; apply approves new requests in parallel, leaves " +
 			"unchanged approvals untouched, rewrites a signed zip deleted or edited on disk (same certificate), approves " +
-			"again a request with a new key or request id, and removes the signed zip and CA directory record of a request " +
+			"again a request with a new key or request id, and removes the signed zip and key store record of a request " +
 			"that left the set. State holds one path and one digest per participant; the certificates are recorded in the " +
-			"project's CA directory. Needs a project on NVFlare 2.9 (`nvflare_version`).",
+			"project's key store (its CA directory, or Vault KV for a `vault_transit` project). Needs a project on NVFlare 2.9 (`nvflare_version`).",
 		Attributes: withApprovalSettings("each", map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "The output directory."},
 			"project_id": schema.StringAttribute{
@@ -236,7 +236,7 @@ func requestAttr(i int) path.Path {
 // approvalsEnv is what every approval of the set is checked against.
 type approvalsEnv struct {
 	ref      caRef
-	store    localca.Store
+	store    caStore
 	root     *x509Cert // nil before the project's first apply
 	endpoint approve.Endpoint
 }
@@ -269,11 +269,10 @@ func (m *requestApprovalsModel) paths() []string {
 	return out
 }
 
-func (m *requestApprovalsModel) env() (env approvalsEnv, diags diag.Diagnostics) {
-	if env.ref, env.root, diags = approvalRoot(m.ProjectID.ValueString()); diags.HasError() {
+func (m *requestApprovalsModel) env(ctx context.Context, w *withProviderData) (env approvalsEnv, diags diag.Diagnostics) {
+	if env.ref, env.store, env.root, diags = w.approvalRoot(ctx, m.ProjectID.ValueString()); diags.HasError() {
 		return env, diags
 	}
-	env.store = env.ref.store()
 	_, env.endpoint, diags = approvalEndpoint(m.ProjectID.ValueString(), m.Server.ValueString(), m.Scheme.ValueString(), m.ConnectionSecurity.ValueString())
 	return env, diags
 }
@@ -315,7 +314,7 @@ func bySource(recs map[string]approvalRecord) map[string]approvalRecord {
 // each request as flare_request_approval checks one, no two of one name,
 // and a name new to this resource not taken in the project. held are the
 // names this resource approved already.
-func checkRequests(entries []*requestEntry, env approvalsEnv, outputDir string, held map[string]string) (diags diag.Diagnostics) {
+func checkRequests(ctx context.Context, entries []*requestEntry, env approvalsEnv, outputDir string, held map[string]string) (diags diag.Diagnostics) {
 	byName := map[string]string{}
 	byPath := map[string]bool{}
 	for i, e := range entries {
@@ -344,7 +343,10 @@ func checkRequests(entries []*requestEntry, env approvalsEnv, outputDir string, 
 		byName[e.Name] = e.Path
 		diags.Append(checkNotServerName(e.Name, env.endpoint, at, label)...)
 		if _, ours := held[e.Name]; !ours {
-			if msg := nameTaken(env.store, e.Name, bulkOwner(outputDir, e.Name, e.Path)); msg != "" {
+			msg, err := nameTaken(ctx, env.store, e.Name, bulkOwner(outputDir, e.Name, e.Path))
+			if err != nil {
+				diags.AddAttributeError(at, "Cannot Read Project Key Store", label+": "+err.Error())
+			} else if msg != "" {
 				diags.AddAttributeError(at, "Participant Name Taken", label+": "+msg)
 			}
 		}
@@ -397,7 +399,7 @@ func (r *requestApprovalsResource) ModifyPlan(ctx context.Context, req resource.
 	if resp.Diagnostics.HasError() || !plan.known() {
 		return
 	}
-	env, diags := plan.env()
+	env, diags := plan.env(ctx, &r.withProviderData)
 	resp.Diagnostics.Append(diags...)
 	if diags.HasError() {
 		return
@@ -409,7 +411,7 @@ func (r *requestApprovalsResource) ModifyPlan(ctx context.Context, req resource.
 		held, digests = stringMap(ctx, state.SignedZips), stringMap(ctx, state.SignedZipSHA256)
 	}
 	entries := readRequests(plan.paths(), bySource(recs))
-	resp.Diagnostics.Append(checkRequests(entries, env, plan.OutputDir.ValueString(), held)...)
+	resp.Diagnostics.Append(checkRequests(ctx, entries, env, plan.OutputDir.ValueString(), held)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -490,7 +492,7 @@ func (r *requestApprovalsResource) apply(ctx context.Context, plan, state *reque
 		diags.AddError("Unknown Approval Inputs", "an input of flare_request_approvals is still unknown at apply")
 		return false
 	}
-	env, d := plan.env()
+	env, d := plan.env(ctx, &r.withProviderData)
 	diags.Append(d...)
 	if d.HasError() {
 		return false
@@ -514,7 +516,7 @@ func (r *requestApprovalsResource) apply(ctx context.Context, plan, state *reque
 	}
 	out := plan.OutputDir.ValueString()
 	entries := readRequests(plan.paths(), bySource(old))
-	diags.Append(checkRequests(entries, env, out, held)...)
+	diags.Append(checkRequests(ctx, entries, env, out, held)...)
 	if diags.HasError() {
 		return false
 	}
@@ -533,7 +535,7 @@ func (r *requestApprovalsResource) apply(ctx context.Context, plan, state *reque
 	}
 	parallel(len(work), func(i int) {
 		if w := work[i]; w.action != actionKeep {
-			r.applyOne(w, env, opts, out, state)
+			r.applyOne(ctx, w, env, opts, out, state)
 		}
 	})
 
@@ -567,7 +569,7 @@ func (r *requestApprovalsResource) apply(ctx context.Context, plan, state *reque
 		if _, kept := recs[name]; kept {
 			continue
 		}
-		if err := removeApproval(env.store, name, held[name], had); err != nil {
+		if err := removeApproval(ctx, env.store, name, held[name], had); err != nil {
 			diags.AddError("Cannot Remove Approval", err.Error())
 			keepOld(name)
 		}
@@ -586,7 +588,7 @@ func (r *requestApprovalsResource) apply(ctx context.Context, plan, state *reque
 
 // applyOne approves one request, or rewrites its signed zip with the
 // certificate already issued.
-func (r *requestApprovalsResource) applyOne(w *approvalWork, env approvalsEnv, opts approve.Options, out string, state *requestApprovalsModel) {
+func (r *requestApprovalsResource) applyOne(ctx context.Context, w *approvalWork, env approvalsEnv, opts approve.Options, out string, state *requestApprovalsModel) {
 	e := w.e
 	if e.req == nil {
 		data, err := approve.ReadFile(e.Path, approve.MaxRequestZipBytes)
@@ -610,10 +612,10 @@ func (r *requestApprovalsResource) applyOne(w *approvalWork, env approvalsEnv, o
 	var a *approve.Approval
 	var err error
 	if w.action == actionRewrite {
-		cert := issuedCert(env, e.Name, w.had, w.oldZip)
+		cert := issuedCert(ctx, env, e.Name, w.had, w.oldZip)
 		if cert == nil {
 			w.warn = fmt.Sprintf("the certificate of %q is neither in %s nor in its signed zip any more; a new one was issued for the same key.",
-				e.Name, env.store.ParticipantCertPath(e.Name))
+				e.Name, env.store.ApprovalWhere(e.Name))
 			w.action = actionApprove
 		} else if a, err = approve.Package(e.req, cert, opts); err != nil {
 			w.errSum, w.err = "Cannot Rebuild Signed Zip", err
@@ -626,7 +628,7 @@ func (r *requestApprovalsResource) applyOne(w *approvalWork, env approvalsEnv, o
 			return
 		}
 	}
-	if sum, detail := ensureRecord(env.store, e.Name, a.CertPEM, owner, ours); sum != "" {
+	if sum, detail := ensureRecord(ctx, env.store, e.Name, a.CertPEM, owner, ours); sum != "" {
 		w.errSum, w.err = sum, errors.New(detail)
 		return
 	}
@@ -639,10 +641,10 @@ func (r *requestApprovalsResource) applyOne(w *approvalWork, env approvalsEnv, o
 	w.rec.Cert = sha256Hex(a.CertPEM)
 }
 
-// issuedCert finds the certificate an earlier apply issued: the CA
-// directory's record, else the signed zip. nil if neither holds it.
-func issuedCert(env approvalsEnv, name string, had approvalRecord, oldZip string) *x509Cert {
-	if b, err := env.store.LoadParticipantCert(name); err == nil && sha256Hex(b) == had.Cert {
+// issuedCert finds the certificate an earlier apply issued: the key
+// store's record, else the signed zip. nil if neither holds it.
+func issuedCert(ctx context.Context, env approvalsEnv, name string, had approvalRecord, oldZip string) *x509Cert {
+	if b := recordedCert(ctx, env.store, name); b != nil && sha256Hex(b) == had.Cert {
 		if c, err := pki.ParseCertPEM(b); err == nil {
 			return c
 		}
@@ -664,7 +666,7 @@ func issuedCert(env approvalsEnv, name string, had approvalRecord, oldZip string
 // removeApproval removes an approval's signed zip (unless the file now
 // holds another certificate: another approval wrote it since) and, if it
 // still holds the certificate apply issued, its record.
-func removeApproval(store localca.Store, name, zipPath string, had approvalRecord) error {
+func removeApproval(ctx context.Context, store caStore, name, zipPath string, had approvalRecord) error {
 	if data, err := os.ReadFile(zipPath); err == nil && sha256Hex(data) != had.Zip {
 		if s, err := approve.ReadSigned(data, nil); err == nil && sha256Hex(pki.CertPEM(s.Cert)) != had.Cert {
 			zipPath = ""
@@ -675,7 +677,7 @@ func removeApproval(store localca.Store, name, zipPath string, had approvalRecor
 			return err
 		}
 	}
-	return removeRecord(store, name, func(rec []byte) bool { return had.Cert != "" && sha256Hex(rec) == had.Cert })
+	return removeRecord(ctx, store, name, func(rec []byte) bool { return had.Cert != "" && sha256Hex(rec) == had.Cert })
 }
 
 // Read records each signed zip's digest as on disk; ModifyPlan compares it
@@ -687,13 +689,13 @@ func (r *requestApprovalsResource) Read(ctx context.Context, req resource.ReadRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(state.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, state.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
 		return
 	}
-	if _, err := store.LoadCert(); errors.Is(err, localca.ErrNoCA) {
-		resp.Diagnostics.AddError("Project Root CA Missing", rootMissingDetail(state.ProjectID.ValueString(), err.Error(), localRestore(store.Dir)))
+	if _, err := store.RootCert(ctx); errors.Is(err, localca.ErrNoCA) {
+		resp.Diagnostics.AddError("Project Root CA Missing", rootMissingDetail(state.ProjectID.ValueString(), err.Error(), store.Restore()))
 		return
 	} else if err != nil {
 		resp.Diagnostics.AddError("Cannot Load Project Root", err.Error())
@@ -717,7 +719,7 @@ func (r *requestApprovalsResource) Read(ctx context.Context, req resource.ReadRe
 			errs[i] = err
 			return
 		}
-		if rec, err := store.LoadParticipantCert(name); err != nil || sha256Hex(rec) != recs[name].Cert {
+		if rec := recordedCert(ctx, store, name); rec == nil || sha256Hex(rec) != recs[name].Cert {
 			sums[i] = ""
 		}
 	})
@@ -743,14 +745,14 @@ func (r *requestApprovalsResource) Delete(ctx context.Context, req resource.Dele
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	store, err := storeFromProjectID(state.ProjectID.ValueString())
+	store, _, err := r.storeFor(ctx, state.ProjectID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddError("Invalid Project ID", err.Error())
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
 		return
 	}
 	recs := records(ctx, req.Private)
 	for name, zipPath := range stringMap(ctx, state.SignedZips) {
-		if err := removeApproval(store, name, zipPath, recs[name]); err != nil {
+		if err := removeApproval(ctx, store, name, zipPath, recs[name]); err != nil {
 			resp.Diagnostics.AddError("Cannot Remove Approval", err.Error())
 		}
 	}

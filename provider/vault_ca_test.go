@@ -6,8 +6,11 @@ package provider
 // they skip.
 
 import (
+	"context"
 	"crypto/rsa"
 	"fmt"
+	"github.com/flarekit/terraform-provider-flare/internal/approve/approvetest"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
 	"net"
 	"os"
 	"path/filepath"
@@ -318,14 +321,28 @@ func mustRead(t *testing.T, c *api.Client, p string) map[string]any {
 	return s.Data
 }
 
-// TestAccVaultCA_RequestApproval: a site's request approved with the root
-// key in Transit; the signed zip verifies against the Transit-held root.
+// TestAccVaultCA_RequestApproval: sites' requests approved on a project
+// whose keys live in the Vault key store (root key in Transit, nothing on
+// the runner's disk). The signed zips verify against the Transit-held root;
+// the approved names are recorded in Vault KV (approvals/<name>), so names
+// clash both ways with participants whose keys are in KV; a fresh plan is
+// empty; removing an approval removes its record.
 func TestAccVaultCA_RequestApproval(t *testing.T) {
-	vaultTestClient(t)
+	client := vaultTestClient(t)
 	dir := t.TempDir()
-	req, site := writeRequest(t, dir, "site-9.request.zip", "vaulted", "site-9", "nvidia", "client", "", nil)
+	key := uniqueKey(t)
+	kvBase := "flare/" + key + "/v1"
+	reqs := filepath.Join(dir, "requests")
+	if err := os.MkdirAll(reqs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	req9, site9 := writeRequest(t, reqs, "site-9.request.zip", "vaulted", "site-9", "nvidia", "client", "", nil)
+	reqA, siteA := writeRequest(t, reqs, "site-a.request.zip", "vaulted", "site-a", "nvidia", "client", "", nil)
+	reqB, siteB := writeRequest(t, reqs, "site-b.request.zip", "vaulted", "site-b", "nvidia", "client", "", nil)
+	clash, _ := writeRequest(t, reqs, "site-1.request.zip", "vaulted", "site-1", "nvidia", "client", "", nil)
 	out := filepath.Join(dir, "out")
-	cfg := vaultProjectConfig(dir, uniqueKey(t), "", "") + fmt.Sprintf(`
+	bulkOut := filepath.Join(dir, "bulk")
+	base := vaultProjectConfig(dir, key, "", "") + `
 resource "flare_server" "server1" {
   project_id     = flare_project.p.id
   name           = "server1"
@@ -334,23 +351,119 @@ resource "flare_server" "server1" {
   admin_port     = 8003
 }
 
+resource "flare_client" "site_1" {
+  project_id = flare_project.p.id
+  name       = "site-1"
+  org        = "nvidia"
+}
+`
+	single := func(reqZip string) string {
+		return fmt.Sprintf(`
 resource "flare_request_approval" "site_9" {
   project_id  = flare_project.p.id
   server      = flare_server.server1.descriptor
   request_zip = %q
   output_dir  = %q
 }
-`, req, out)
-	_ = site
-	// Approvals record their names next to the participants' keys; the
-	// Vault key store does not hold such records yet (issue 14 follow-up),
-	// so an approval on a project that keeps its keys in Vault KV is
-	// refused at plan time, before anything is signed.
+`, reqZip, out)
+	}
+	bulk := func(zips ...string) string { return approvals(bulkOut, "", zips...) }
+	kvRecord := func(name string) ([]byte, bool) {
+		s, err := client.KVv2("secret").Get(context.Background(), kvBase+"/approvals/"+name)
+		if err != nil || s == nil || s.Data == nil {
+			return nil, false
+		}
+		c, _ := s.Data["certificate"].(string)
+		return []byte(c), true
+	}
+	kvHas := func(name string, want bool) resource.TestCheckFunc {
+		return func(*terraform.State) error {
+			if _, has := kvRecord(name); has != want {
+				return fmt.Errorf("KV secret/%s/approvals/%s: present %v, want %v", kvBase, name, has, want)
+			}
+			return nil
+		}
+	}
+	signed := func(zipPath string, site *approvetest.Request) resource.TestCheckFunc {
+		return func(s *terraform.State) error {
+			root, err := pki.ParseCertPEM([]byte(s.RootModule().Resources["flare_project.p"].Primary.Attributes["root_ca_pem"]))
+			if err != nil {
+				return err
+			}
+			rec, ok := kvRecord(site.Name)
+			if !ok {
+				return fmt.Errorf("%q is not recorded in Vault KV", site.Name)
+			}
+			return verifySignedZip(root, rec, zipPath, site, "client")
+		}
+	}
+	full := base + single(req9) + bulk(reqA, reqB)
+	empty := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}}
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
-		Steps: []resource.TestStep{{
-			Config:      cfg,
-			ExpectError: regexp.MustCompile(`Approvals\s+Need\s+A\s+CA\s+Directory`),
-		}},
+		CheckDestroy:             resource.ComposeAggregateTestCheckFunc(kvHas("site-9", false), kvHas("site-a", false), kvHas("site-b", false)),
+		Steps: []resource.TestStep{
+			{
+				Config: full,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					checkNoPrivateKeyInState,
+					signed(filepath.Join(out, "site-9.signed.zip"), site9),
+					signed(filepath.Join(bulkOut, "site-a.signed.zip"), siteA),
+					signed(filepath.Join(bulkOut, "site-b.signed.zip"), siteB),
+					func(*terraform.State) error {
+						if _, err := os.Stat(filepath.Join(dir, "ca")); !os.IsNotExist(err) {
+							return fmt.Errorf("approvals on a Vault key store project made a CA directory (err=%v)", err)
+						}
+						return nil
+					},
+				),
+			},
+			{Config: full, ConfigPlanChecks: empty},
+			{
+				// A deleted signed zip is rewritten with the same certificate.
+				PreConfig: func() {
+					if err := os.Remove(filepath.Join(out, "site-9.signed.zip")); err != nil {
+						t.Fatal(err)
+					}
+				},
+				Config: full,
+				Check:  signed(filepath.Join(out, "site-9.signed.zip"), site9),
+			},
+			{
+				// An approved name is taken for participants (their keys in KV) ...
+				Config: full + `
+resource "flare_client" "site_9" {
+  project_id = flare_project.p.id
+  name       = "site-9"
+  org        = "nvidia"
+}
+`,
+				ExpectError: regexp.MustCompile(`(?s)Duplicate\s+Participant\s+Name.*site-9.*approvals/site-9`),
+			},
+			{
+				// ... and a participant's name is taken for approvals, at plan time.
+				Config:      base + single(clash) + bulk(reqA, reqB),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`(?s)Participant\s+Name\s+Taken.*"site-1"\s+is\s+already\s+a\s+participant.*participants/site-1`),
+			},
+			{
+				Config:      base + single(req9) + bulk(reqA, reqB, clash),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`(?s)Participant\s+Name\s+Taken.*"site-1"\s+is\s+already\s+a\s+participant`),
+			},
+			{
+				// A request that leaves the set loses its record and zip.
+				Config: base + single(req9) + bulk(reqA),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					kvHas("site-a", true), kvHas("site-b", false), kvHas("site-9", true),
+					func(*terraform.State) error {
+						if _, err := os.Stat(filepath.Join(bulkOut, "site-b.signed.zip")); !os.IsNotExist(err) {
+							return fmt.Errorf("site-b's signed zip is still there (err=%v)", err)
+						}
+						return nil
+					},
+				),
+			},
+		},
 	})
 }
