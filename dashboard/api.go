@@ -64,6 +64,10 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("POST "+p+"/clients/{id}/blob", intID(s.auth(s.blobHandler(kitClient))))
 		mux.HandleFunc("POST "+p+"/users/{id}/blob", intID(s.auth(s.blobHandler(kitAdmin))))
 		mux.HandleFunc("GET "+p+"/audit", s.auth(s.getAudit))
+		// Not in NVFlare: sites that register with a certificate request.
+		mux.HandleFunc("POST "+p+"/clients/request", s.auth(s.postClientRequest))
+		mux.HandleFunc("GET "+p+"/clients/{id}/request", intID(s.auth(s.getClientRequest)))
+		mux.HandleFunc("GET "+p+"/clients/{id}/signed", intID(s.auth(s.getSignedZip)))
 	}
 	s.uiRoutes(mux)
 	if s.UIDir != "" {
@@ -770,6 +774,16 @@ func (s *Server) patchClient(w http.ResponseWriter, r *http.Request, c *Claims) 
 	}
 	if !capacityOK(w, m) {
 		return
+	}
+	if (nameSet && name != cl.Name) || (admin && orgSet && org != cl.Organization) {
+		// A site registered with a certificate request is named by it.
+		if _, err := s.Store.ClientRequest(cl.ID); err == nil {
+			writeJSON(w, 409, obj{"status": "this site registered with a certificate request: its name and organization are the request's"})
+			return
+		} else if !errors.Is(err, ErrNotFound) {
+			s.fail(w, err)
+			return
+		}
 	}
 	var events []auditEvent
 	if admin {

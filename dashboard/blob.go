@@ -62,6 +62,28 @@ func makeRoot(p *Project, at time.Time, passphrase string) error {
 	return nil
 }
 
+// projectCA is the frozen project's root: its certificate and a signer for
+// its key (kept in the database, sealed under the passphrase when one is
+// set). A sealed key without the right passphrase is a 503 *blobError.
+func (s *Server) projectCA(proj *Project) (pki.CA, error) {
+	rootCert, err := pki.ParseCertPEM([]byte(proj.RootCert))
+	if err != nil {
+		return pki.CA{}, err
+	}
+	keyPEM, err := openRootKey(proj.RootKey, s.Passphrase)
+	if errors.Is(err, ErrRootKeyLocked) {
+		return pki.CA{}, &blobError{503, obj{"status": err.Error()}}
+	}
+	if err != nil {
+		return pki.CA{}, err
+	}
+	rootKey, err := pki.ParseKeyPEM(keyPEM)
+	if err != nil {
+		return pki.CA{}, err
+	}
+	return pki.CA{Cert: rootCert, Signer: rootKey}, nil
+}
+
 // blobError is a refused download: status and body.
 type blobError struct {
 	status int
@@ -80,22 +102,10 @@ func (s *Server) buildKit(p project.Participant, proj *Project, server project.P
 	if err != nil {
 		return nil, &blobError{422, obj{"status": err.Error()}}
 	}
-	rootCert, err := pki.ParseCertPEM([]byte(proj.RootCert))
+	ca, err := s.projectCA(proj)
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := openRootKey(proj.RootKey, s.Passphrase)
-	if errors.Is(err, ErrRootKeyLocked) {
-		return nil, &blobError{503, obj{"status": err.Error()}}
-	}
-	if err != nil {
-		return nil, err
-	}
-	rootKey, err := pki.ParseKeyPEM(keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	ca := pki.CA{Cert: rootCert, Signer: rootKey}
 	key, err := pki.GenerateKey()
 	if err != nil {
 		return nil, err
@@ -113,7 +123,7 @@ func (s *Server) buildKit(p project.Participant, proj *Project, server project.P
 		return nil, err
 	}
 	k, err := kit.Build(kit.Input{Project: proj.ShortName, Participant: p, Server: server, Line: line,
-		RootCAPEM: []byte(proj.RootCert), CertPEM: pki.CertPEM(cert), KeyPEM: pki.KeyPEM(key), Signer: rootKey})
+		RootCAPEM: []byte(proj.RootCert), CertPEM: pki.CertPEM(cert), KeyPEM: pki.KeyPEM(key), Signer: ca.Signer})
 	if err != nil {
 		return nil, &blobError{422, obj{"status": "cannot build the kit: " + err.Error()}}
 	}
@@ -239,6 +249,13 @@ func (s *Server) kitDownload(kind string, id int64, c *Claims, readPIN pinReader
 		}
 		if !cr && !admin {
 			return "", nil, &blobError{403, obj{"status": "unauthorized"}}
+		}
+		if _, err := s.Store.ClientRequest(cl.ID); err == nil {
+			// Its key is the site's; a kit would be a new key the
+			// Dashboard made.
+			return "", nil, &blobError{409, obj{"status": "this site registered with a certificate request: download its signed zip (GET .../clients/<id>/signed) and run nvflare package"}}
+		} else if !errors.Is(err, ErrNotFound) {
+			return "", nil, err
 		}
 		p = project.Participant{Type: project.TypeClient, Name: cl.Name, Org: cl.Organization}
 		if cl.Capacity != "" {

@@ -83,6 +83,18 @@ var migrations = []string{
 		name TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	);`,
+	// 4: sites registered with a certificate request (not in NVFlare): the
+	// request zip `nvflare cert request` made (CSR and site.yaml; the
+	// site keeps its private key) and, once issued, the certificate that
+	// every signed zip of the site carries.
+	`CREATE TABLE client_request (
+		client_id INTEGER PRIMARY KEY REFERENCES client(id) ON DELETE CASCADE,
+		request_zip TEXT NOT NULL,
+		request_id TEXT NOT NULL,
+		public_key_sha256 TEXT NOT NULL,
+		cert TEXT NOT NULL DEFAULT '',
+		created_at TEXT NOT NULL
+	);`,
 }
 
 // ErrConflict is a unique-constraint violation (duplicate email or name).
