@@ -7,6 +7,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -376,4 +377,83 @@ func TestClientRequestNVFlare(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Errorf("nvflare package accepted a wrong fingerprint:\n%s", out)
 	}
+}
+
+// TestWebUIClientRequest: the web UI's sites page registers a site from a
+// request zip (multipart form with the CSRF token; refused without it), the
+// admin approves it, and the downloads page offers the signed zip (not a
+// PIN kit) with the root fingerprint.
+func TestWebUIClientRequest(t *testing.T) {
+	cred, _ := ParseCredential("admin@nvidia.com:Adm1nPassw0rd:nvidia")
+	s, err := Open(t.TempDir(), &cred, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	c := client{t, ts.URL}
+	admin := c.login("admin@nvidia.com", "Adm1nPassw0rd")
+	freeze(t, c, admin, "uiproj")
+	c.do("POST", "/api/v1/users", "", map[string]any{"email": "lead@o.org", "password": "Passw0rd!", "organization": "orgA", "role": "lead"})
+	c.do("PATCH", "/api/v1/users/2", admin, map[string]any{"approval_state": 100})
+
+	ui := newUIClient(t, ts)
+	_, _, tok := ui.get("/ui/login")
+	if r, body := ui.post("/ui/login", url.Values{"email": {"lead@o.org"}, "password": {"Passw0rd!"}, "csrf": {tok}}); r.StatusCode != 303 {
+		t.Fatalf("login: %d %s", r.StatusCode, body)
+	}
+	_, page, tok := ui.get("/ui/sites")
+	if !strings.Contains(page, `id="request-form"`) || !strings.Contains(page, "<code>uiproj</code>") {
+		t.Fatalf("sites page has no request form:\n%s", page)
+	}
+	r, _ := approvetest.New("uiproj", "site-ui", "orgA", "client", "")
+	z, _ := r.Zip()
+	upload := func(csrf string, data []byte) (int, string) {
+		body, ctype := multipartZip(t, "request_zip", "site-ui.request.zip", data, map[string]string{"csrf": csrf})
+		req, _ := http.NewRequest("POST", ts.URL+"/ui/sites/request", bytes.NewReader(body))
+		req.Header.Set("Content-Type", ctype)
+		resp, err := ui.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, _ := upload("wrong", z); st != 403 {
+		t.Fatalf("upload without the CSRF token: %d", st)
+	}
+	if st, body := upload(tok, []byte("not a zip")); st != 422 || !strings.Contains(body, "invalid request zip") {
+		t.Fatalf("bad zip: %d", st)
+	}
+	if st, body := upload(tok, z); st != 303 {
+		t.Fatalf("upload: %d %s", st, body)
+	}
+	_, page, _ = ui.get("/ui/sites")
+	if !strings.Contains(page, "kept by the site (certificate request)") {
+		t.Fatalf("sites page does not show the request site:\n%s", page)
+	}
+	_, page, _ = ui.get("/ui/downloads")
+	if !strings.Contains(page, "waiting for approval") {
+		t.Fatalf("downloads before approval:\n%s", page)
+	}
+	c.do("PATCH", "/api/v1/clients/1", admin, map[string]any{"approval_state": 100})
+	_, page, tok = ui.get("/ui/downloads")
+	proj, _ := s.Store.Project()
+	root, _ := pki.ParseCertPEM([]byte(proj.RootCert))
+	if !strings.Contains(page, `id="signed-site-ui"`) || strings.Contains(page, `id="pin-site-ui"`) || !strings.Contains(page, approve.Fingerprint(root)) {
+		t.Fatalf("downloads page:\n%s", page)
+	}
+	resp, data := ui.post("/ui/downloads/signed/1", url.Values{"csrf": {tok}})
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Disposition") != `attachment; filename="site-ui.signed.zip"` {
+		t.Fatalf("signed zip: %d %v", resp.StatusCode, resp.Header)
+	}
+	if sgn, err := approve.ReadSigned([]byte(data), root); err != nil || sgn.Name != "site-ui" {
+		t.Fatalf("signed zip: %v", err)
+	}
+	if resp, _ := ui.post("/ui/downloads/client/1", url.Values{"csrf": {tok}, "pin": {"abc123"}}); resp.StatusCode != 409 {
+		t.Fatalf("PIN kit of the request site: %d", resp.StatusCode)
+	}
+	assertNoSitePrivateKey(t, s)
 }

@@ -9,11 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/flarekit/terraform-provider-flare/internal/approve"
+	"github.com/flarekit/terraform-provider-flare/internal/pki"
 	"github.com/flarekit/terraform-provider-flare/internal/project"
 )
 
@@ -112,6 +115,7 @@ type page struct {
 // doneNotices are the fixed messages a redirect after a successful POST may
 // name (?done=<key>), so a link cannot put words on the page.
 var doneNotices = map[string]string{
+	"request":  "Site registered with its certificate request. Once a project admin approves it, download its signed zip under Downloads.",
 	"signup":   "Signed up. A project admin must approve your account before you can register sites or download kits.",
 	"project":  "Project saved.",
 	"frozen":   "Project frozen: the root CA is made, project fields are read-only and sign-up is open.",
@@ -142,6 +146,8 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+uiBase+"/sites", s.uiSignedIn(s.uiSites))
 	mux.HandleFunc("POST "+uiBase+"/sites", s.uiCSRF(s.uiSignedIn(s.uiAddSite)))
 	mux.HandleFunc("POST "+uiBase+"/sites/{id}/delete", s.uiCSRF(s.uiSignedIn(s.uiDeleteSite)))
+	mux.HandleFunc("POST "+uiBase+"/sites/request", s.uiCSRF(s.uiSignedIn(s.uiAddSiteRequest)))
+	mux.HandleFunc("POST "+uiBase+"/downloads/signed/{id}", s.uiCSRF(s.uiSignedIn(s.uiDownloadSigned)))
 	mux.HandleFunc("GET "+uiBase+"/downloads", s.uiSignedIn(s.uiDownloads))
 	mux.HandleFunc("POST "+uiBase+"/downloads/{kind}/{id}", s.uiCSRF(s.uiSignedIn(s.uiDownload)))
 }
@@ -200,7 +206,13 @@ func (s *Server) csrfToken(w http.ResponseWriter, r *http.Request, sess *uiSessi
 func (s *Server) uiCSRF(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 1<<16)
-		if err := r.ParseForm(); err != nil {
+		var err error
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+			err = r.ParseMultipartForm(1 << 16) // the request zip upload
+		} else {
+			err = r.ParseForm()
+		}
+		if err != nil {
 			http.Error(w, "bad form", http.StatusBadRequest)
 			return
 		}
@@ -610,6 +622,7 @@ func (s *Server) uiApprove(w http.ResponseWriter, r *http.Request, sess *uiSessi
 // sitesData is the sites page's data.
 type sitesData struct {
 	Clients                         []*Client
+	Requests                        map[int64]bool // sites registered with a certificate request
 	Name, Organization, GPUs, MemGB string
 }
 
@@ -638,6 +651,10 @@ func (s *Server) sitesPage(w http.ResponseWriter, r *http.Request, sess *uiSessi
 		return
 	}
 	d.Clients = own
+	if d.Requests, err = s.Store.RequestClientIDs(); err != nil {
+		s.uiFail(w, err)
+		return
+	}
 	s.render(w, r, status, sess, "sites", page{Title: "Sites", Error: msg, Data: d})
 }
 
@@ -701,7 +718,9 @@ func (s *Server) uiDeleteSite(w http.ResponseWriter, r *http.Request, sess *uiSe
 
 // downloadsData is the downloads page's data.
 type downloadsData struct {
-	Clients []*Client
+	Clients     []*Client
+	Requests    map[int64]bool // sites registered with a certificate request
+	Fingerprint string         // the root's, for nvflare package --fingerprint
 }
 
 func (s *Server) uiDownloads(w http.ResponseWriter, r *http.Request, sess *uiSession) {
@@ -714,7 +733,17 @@ func (s *Server) downloadsPage(w http.ResponseWriter, r *http.Request, sess *uiS
 		s.uiFail(w, err)
 		return
 	}
-	s.render(w, r, status, sess, "downloads", page{Title: "Downloads", Error: msg, Data: downloadsData{Clients: own}})
+	d := downloadsData{Clients: own}
+	if d.Requests, err = s.Store.RequestClientIDs(); err != nil {
+		s.uiFail(w, err)
+		return
+	}
+	if proj, err := s.Store.Project(); err == nil && proj.RootCert != "" {
+		if root, err := pki.ParseCertPEM([]byte(proj.RootCert)); err == nil {
+			d.Fingerprint = approve.Fingerprint(root)
+		}
+	}
+	s.render(w, r, status, sess, "downloads", page{Title: "Downloads", Error: msg, Data: d})
 }
 
 func (s *Server) uiDownload(w http.ResponseWriter, r *http.Request, sess *uiSession) {
@@ -746,5 +775,55 @@ func (s *Server) uiDownload(w http.ResponseWriter, r *http.Request, sess *uiSess
 	securityHeaders(w)
 	w.Header().Set("Content-Type", "application/zip")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s.zip"`, name))
+	_, _ = w.Write(data)
+}
+
+// uiAddSiteRequest registers a site from the request zip `nvflare cert
+// request` made (a multipart upload); the site keeps its private key.
+func (s *Server) uiAddSiteRequest(w http.ResponseWriter, r *http.Request, sess *uiSession) {
+	d := sitesData{Organization: sess.User.Organization, GPUs: "0", MemGB: "0"}
+	fail := func(status int, msg string) { s.sitesPage(w, r, sess, status, msg, d) }
+	if !sess.Claims.Approved {
+		fail(http.StatusForbidden, "Your account is not approved yet.")
+		return
+	}
+	f, _, err := r.FormFile("request_zip")
+	if err != nil {
+		fail(http.StatusBadRequest, "Choose the request zip that nvflare cert request made (<site>.request.zip).")
+		return
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxRequestZip+1))
+	if err != nil || len(data) == 0 || len(data) > maxRequestZip {
+		fail(http.StatusBadRequest, "The request zip is empty or too large.")
+		return
+	}
+	_, _, err = s.registerRequest(sess.Claims, data, "", "")
+	var be *blobError
+	if errors.As(err, &be) {
+		fail(be.status, fmt.Sprintf("Cannot register: %v.", be.body["status"]))
+		return
+	} else if err != nil {
+		s.uiFail(w, err)
+		return
+	}
+	seeOther(w, r, "/sites", "request")
+}
+
+// uiDownloadSigned sends the signed zip of a site registered with a
+// request.
+func (s *Server) uiDownloadSigned(w http.ResponseWriter, r *http.Request, sess *uiSession) {
+	name, data, _, err := s.signedZip(pathID(r), sess.Claims)
+	var be *blobError
+	if errors.As(err, &be) {
+		s.downloadsPage(w, r, sess, be.status, fmt.Sprintf("Cannot download: %v.", be.body["status"]))
+		return
+	} else if err != nil {
+		s.uiFail(w, err)
+		return
+	}
+	securityHeaders(w)
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, approve.SignedZipName(name)))
 	_, _ = w.Write(data)
 }
