@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 	"time"
 
@@ -24,7 +22,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
-	"github.com/flarekit/terraform-provider-flare/internal/localca"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 	"github.com/flarekit/terraform-provider-flare/internal/project"
 )
@@ -149,6 +146,7 @@ func (r *participantResource) Schema(_ context.Context, _ resource.SchemaRequest
 				"no key). Pass it as the kit's `participant` (or `server` / `relay`).",
 		},
 	}
+	attrs[rotationTrigger] = rotationTriggerAttribute("the participant's")
 	for k, v := range r.kind.attrs {
 		attrs[k] = v
 	}
@@ -375,15 +373,11 @@ func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest
 		return
 	}
 	name := c.Name.ValueString()
-	typ := "flare_" + string(r.kind.typ)
+	check := issued{what: "Participant", typ: "flare_" + string(r.kind.typ), name: name, projectID: c.ProjectID.ValueString(), store: store,
+		keyWhere: store.KeyLocation(name), restore: store.Restore()}
 	key, err := store.ParticipantKey(ctx, name)
-	if errors.Is(err, fs.ErrNotExist) {
-		resp.Diagnostics.AddError("Participant Key Missing", keyMissingDetail(typ, name, err.Error(), store.Restore()))
-		return
-	}
 	if err != nil {
-		resp.Diagnostics.AddError("Cannot Read Participant Key", keyMissingDetail(typ, name,
-			fmt.Sprintf("its private key cannot be read: %v", err), store.Restore()))
+		resp.Diagnostics.Append(check.keyError(err)...)
 		return
 	}
 	importing := c.CertPEM.IsNull()
@@ -399,26 +393,7 @@ func (r *participantResource) Read(ctx context.Context, req resource.ReadRequest
 		resp.Diagnostics.AddError("Invalid Certificate In State", err.Error())
 		return
 	}
-	if !key.PublicKey.Equal(cert.PublicKey) {
-		resp.Diagnostics.AddError("Participant Key Does Not Match", keyMissingDetail(typ, name,
-			fmt.Sprintf("%s holds another key than the one its certificate is for (replaced outside Terraform?)", store.KeyLocation(name)),
-			"put the participant's own key back from the key store's backup."))
-		return
-	}
-	// Only the root certificate is needed here: refresh never signs.
-	root, err := store.RootCert(ctx)
-	if errors.Is(err, localca.ErrNoCA) {
-		resp.Diagnostics.AddError("Project Root CA Missing", rootMissingDetail(c.ProjectID.ValueString(), err.Error(), store.Restore()))
-		return
-	}
-	if err != nil {
-		resp.Diagnostics.AddError("Cannot Load Project CA", err.Error())
-		return
-	}
-	if err := cert.CheckSignatureFrom(root); err != nil {
-		resp.Diagnostics.AddError("Certificate Not Signed By Project CA", keyMissingDetail(typ, name,
-			fmt.Sprintf("its certificate is not signed by the project's root CA in %s (%v): it holds another CA", store.Where(), err),
-			store.Restore()))
+	if resp.Diagnostics.Append(check.check(ctx, key, cert)...); resp.Diagnostics.HasError() {
 		return
 	}
 	if importing {

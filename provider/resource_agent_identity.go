@@ -72,6 +72,7 @@ type agentIdentityModel struct {
 	KeyFingerprint  types.String `tfsdk:"key_fingerprint"`
 	NotAfter        types.String `tfsdk:"not_after"`
 	KitSHA256       types.String `tfsdk:"kit_sha256"`
+	RotationTrigger types.String `tfsdk:"rotation_trigger"`
 }
 
 const (
@@ -96,7 +97,9 @@ func (r *agentIdentityResource) Schema(_ context.Context, _ resource.SchemaReque
 			"CN), `flare-agent` is no role of NVFlare's authorization, and a certificate restricted to serverAuth is refused as " +
 			"a TLS client. `flare_cvm_instance` and `flare_cvm_attestation` accept only the agent certificate of the kit's site. " +
 			"The private key is written to `output_dir` only, never to state. A deleted or edited `agent.crt`, `rootCA.pem` or " +
-			"`agent.yaml` is rewritten by the next apply; a deleted or replaced `agent.key` plans a new key and certificate.",
+			"`agent.yaml` is rewritten by the next apply; a deleted or replaced `agent.key`, or a project root that is gone or " +
+			"changed, fails refresh and plan with what to restore (never a silent new identity). A new key and certificate on " +
+			"purpose: change `rotation_trigger`, or `terraform apply -replace=<address>`.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "The agent kit folder."},
 			"project_id": schema.StringAttribute{
@@ -152,6 +155,7 @@ func (r *agentIdentityResource) Schema(_ context.Context, _ resource.SchemaReque
 				Validators:          []validator.String{stringvalidator.OneOf("auto", "snp", "simulated")},
 				MarkdownDescription: "`agent.yaml`'s `mode`: `snp` (default), `auto` or `simulated`.",
 			},
+			rotationTrigger:    rotationTriggerAttribute("the agent's"),
 			"kit_dir":          schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "The agent kit folder (`agent_kit_dir` of agent.yaml)."},
 			"config_file":      schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "Path of the kit's `agent.yaml`."},
 			"common_name":      schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "The agent certificate's CN, `<site>:flare-agent`."},
@@ -356,31 +360,33 @@ func setAgentCertState(m *agentIdentityModel, cert *x509Cert) (d diag.Diagnostic
 	return d
 }
 
-// Read: a missing or replaced agent.key (or a certificate no longer from
-// the project's CA) plans a new identity; other kit files that differ
-// show as a kit_sha256 change and are rewritten by Update.
+// Read fails when agent.key is gone, unreadable or replaced, or the
+// certificate no longer chains to the project's root (or the root is
+// gone): the same rule as participants (issued, trust.go). A new agent
+// identity is an explicit act (-replace, rotation_trigger). Other kit files
+// that differ show as a kit_sha256 change and are rewritten by Update.
 func (r *agentIdentityResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
 	var m agentIdentityModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &m)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	store, _, err := r.storeFor(ctx, m.ProjectID.ValueString())
+	if err != nil {
+		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
+		return
+	}
 	dir := m.OutputDir.ValueString()
+	keyPath := filepath.Join(dir, agentid.KeyFile)
+	check := issued{what: "Agent", typ: "flare_agent_identity", name: agentid.CommonName(m.Site.ValueString()),
+		projectID: m.ProjectID.ValueString(), store: store, keyWhere: keyPath, restore: agentRestore(dir)}
 	importing := m.CertPEM.IsNull()
-	keyPEM, err := os.ReadFile(filepath.Join(dir, agentid.KeyFile))
-	if errors.Is(err, fs.ErrNotExist) && !importing {
-		resp.Diagnostics.AddWarning("Agent Key Missing", fmt.Sprintf("%s is gone; the agent of %q will get a new key and certificate.",
-			filepath.Join(dir, agentid.KeyFile), m.Site.ValueString()))
-		resp.State.RemoveResource(ctx)
-		return
+	if importing {
+		check.name = dir
 	}
+	key, err := readAgentKey(keyPath)
 	if err != nil {
-		resp.Diagnostics.AddError("Cannot Read Agent Key", err.Error())
-		return
-	}
-	key, err := pki.ParseKeyPEM(keyPEM)
-	if err != nil {
-		resp.Diagnostics.AddError("Invalid Agent Key", fmt.Sprintf("%s: %v", filepath.Join(dir, agentid.KeyFile), err))
+		resp.Diagnostics.Append(check.keyError(err)...)
 		return
 	}
 	certPEM := []byte(m.CertPEM.ValueString())
@@ -395,30 +401,7 @@ func (r *agentIdentityResource) Read(ctx context.Context, req resource.ReadReque
 		resp.Diagnostics.AddError("Invalid Agent Certificate", err.Error())
 		return
 	}
-	if pub, ok := cert.PublicKey.(*rsa.PublicKey); !ok || !key.PublicKey.Equal(pub) {
-		if importing {
-			resp.Diagnostics.AddError("Agent Key Does Not Match", fmt.Sprintf("%s does not belong to %s", agentid.KeyFile, agentid.CertFile))
-			return
-		}
-		resp.Diagnostics.AddWarning("Agent Key Replaced", fmt.Sprintf("%s no longer matches the agent certificate; a new key and certificate will be issued.",
-			filepath.Join(dir, agentid.KeyFile)))
-		resp.State.RemoveResource(ctx)
-		return
-	}
-	store, _, err := r.storeFor(ctx, m.ProjectID.ValueString())
-	if err != nil {
-		resp.Diagnostics.AddError("Cannot Open Project Key Store", err.Error())
-		return
-	}
-	root, err := store.RootCert(ctx)
-	if err != nil || cert.CheckSignatureFrom(root) != nil {
-		if importing {
-			resp.Diagnostics.AddError("Agent Certificate Not From Project CA", fmt.Sprintf("%s is not signed by the project's root CA", filepath.Join(dir, agentid.CertFile)))
-			return
-		}
-		resp.Diagnostics.AddWarning("Agent Certificate No Longer Signed By Project CA",
-			fmt.Sprintf("The project's root CA changed or is gone; the agent of %q will get a new certificate.", m.Site.ValueString()))
-		resp.State.RemoveResource(ctx)
+	if resp.Diagnostics.Append(check.check(ctx, key, cert)...); resp.Diagnostics.HasError() {
 		return
 	}
 	if importing {
@@ -493,6 +476,30 @@ func (r *agentIdentityResource) Delete(ctx context.Context, req resource.DeleteR
 		}
 	}
 	os.Remove(dir) // if empty
+}
+
+// readAgentKey reads an agent kit's key; a missing one wraps fs.ErrNotExist.
+func readAgentKey(p string) (*rsa.PrivateKey, error) {
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("its private key %s is gone: %w", p, fs.ErrNotExist)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k, err := pki.ParseKeyPEM(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return k, nil
+}
+
+// agentRestore is the restore hint for an agent kit's key: the kit was
+// copied to the site host, which keeps the key.
+func agentRestore(dir string) string {
+	return fmt.Sprintf("copy agent.key back into %s from the agent kit on the site host (where flare-agent runs, e.g. "+
+		"/etc/flare-agent/agent.key) or from a backup; it must be the key of agent.crt (key_fingerprint in state). "+
+		"In a pipeline, keep output_dir on a persistent volume.", dir)
 }
 
 // ImportState takes "<output_dir>@<project_id>", e.g.

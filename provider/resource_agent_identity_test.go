@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
@@ -15,6 +17,7 @@ import (
 	"github.com/flarekit/terraform-provider-flare/agent/config"
 	"github.com/flarekit/terraform-provider-flare/agent/server"
 	"github.com/flarekit/terraform-provider-flare/internal/agentid"
+	"github.com/flarekit/terraform-provider-flare/internal/localca"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
 )
 
@@ -35,12 +38,14 @@ resource "flare_agent_identity" "site_1" {
 // TestAccAgentIdentity: flare_agent_identity writes an agent kit that
 // flare-agent starts from (its own key, a certificate that is no
 // participant's), keeps the key out of state, rewrites drifted files,
-// replaces a lost key, imports, and refuses a site that is not one.
+// fails (never reissues) on a lost or replaced key and on a changed or
+// missing root, imports, and refuses a site that is not one.
 func TestAccAgentIdentity(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "agent-site-1")
 	caDir := filepath.Join(dir, "ca")
 	var fingerprint, keyFP string
+	empty := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}}
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{
@@ -77,16 +82,75 @@ func TestAccAgentIdentity(t *testing.T) {
 				},
 			},
 			{
-				// A lost key: a new key and certificate.
-				PreConfig: func() { os.Remove(filepath.Join(out, agentid.KeyFile)) },
+				// A lost key is an error with the restore and rotate hints,
+				// not a silent new identity.
+				PreConfig: moveAway(t, filepath.Join(out, agentid.KeyFile)),
 				Config:    agentIdentityConfig(dir, out),
-				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
-					plancheck.ExpectResourceAction("flare_agent_identity.site_1", plancheck.ResourceActionCreate),
-				}},
+				PlanOnly:  true,
+				ExpectError: regexp.MustCompile(`(?s)Agent\s+Key\s+Missing.*flare_agent_identity\s+"site-1:flare-agent".*agent\.key\s+is\s+gone.*` +
+					`Restore\s+it:\s+copy\s+agent\.key\s+back.*terraform\s+apply\s+-refresh=false\s+-replace=ADDRESS.*rotation_trigger`),
+			},
+			{
+				PreConfig:        moveBack(t, filepath.Join(out, agentid.KeyFile)),
+				Config:           agentIdentityConfig(dir, out),
+				ConfigPlanChecks: empty,
+			},
+			{
+				// A replaced key is an error too.
+				PreConfig: func() {
+					p := filepath.Join(out, agentid.KeyFile)
+					if err := os.Rename(p, p+".bak"); err != nil {
+						t.Fatal(err)
+					}
+					k, err := pki.GenerateKey()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(p, pki.KeyPEM(k), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				},
+				Config:      agentIdentityConfig(dir, out),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`(?s)Agent\s+Key\s+Does\s+Not\s+Match.*agent\.key\s+holds\s+another\s+key`),
+			},
+			{
+				PreConfig:        moveBack(t, filepath.Join(out, agentid.KeyFile)),
+				Config:           agentIdentityConfig(dir, out),
+				ConfigPlanChecks: empty,
+			},
+			{
+				// The project's root changed under the agent (another CA in
+				// the CA directory): the agent stays in state and the plan
+				// fails with the project error instead of a new identity.
+				// (Applied, not PlanOnly: the root's new rootCA.pem already
+				// shows in the non-refresh plan; the refresh fails. The site
+				// is named literally so that the agent is refreshed even
+				// though its participant fails too.)
+				PreConfig: swapRoot(t, caDir),
+				Config:    strings.Replace(agentIdentityConfig(dir, out), "flare_client.site_1.name", `"site-1"`, 1),
+				ExpectError: regexp.MustCompile(`(?s)Certificate\s+Not\s+Signed\s+By\s+Project\s+CA.*flare_agent_identity\s+"site-1:flare-agent".*` +
+					`not\s+signed\s+by\s+the\s+project's\s+root\s+CA`),
+			},
+			{
+				// The root is gone altogether: the project's error (the
+				// agent, which depends on the project, is not refreshed).
+				PreConfig: func() {
+					swapRoot(t, caDir)() // the original root back
+					moveAway(t, filepath.Join(caDir, "rootCA.pem"))()
+				},
+				Config:      agentIdentityConfig(dir, out),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`(?s)Root\s+CA\s+Missing.*rootCA\.pem\s+is\s+missing.*Nothing\s+was\s+planned`),
+			},
+			{
+				PreConfig:        moveBack(t, filepath.Join(caDir, "rootCA.pem")),
+				Config:           agentIdentityConfig(dir, out),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}},
 				Check: func(s *terraform.State) error {
 					a := s.RootModule().Resources["flare_agent_identity.site_1"].Primary.Attributes
-					if a["key_fingerprint"] == keyFP {
-						return fmt.Errorf("the key was not replaced")
+					if a["key_fingerprint"] != keyFP || a["cert_fingerprint"] != fingerprint {
+						return fmt.Errorf("the agent identity changed")
 					}
 					return checkAgentKit(out)
 				},
@@ -151,4 +215,27 @@ func checkAgentKit(dir string) error {
 		return fmt.Errorf("the agent certificate verifies as a TLS client certificate")
 	}
 	return nil
+}
+
+// swapRoot exchanges the root certificate and key of caDir with those of
+// another CA (made on the first call) and back on the next call: a CA
+// directory that now holds another project's root.
+func swapRoot(t *testing.T, caDir string) func() {
+	t.Helper()
+	return func() {
+		other := filepath.Join(filepath.Dir(caDir), "other-ca")
+		if _, err := os.Stat(other); os.IsNotExist(err) {
+			if _, err := (localca.Store{Dir: other}).Create("acc", pki.ValidityFor(time.Now(), 30), pki.Profile{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, f := range []string{"rootCA.pem", "rootCA.key"} {
+			a, b := filepath.Join(caDir, f), filepath.Join(other, f)
+			for _, mv := range [][2]string{{a, a + ".swap"}, {b, a}, {a + ".swap", b}} {
+				if err := os.Rename(mv[0], mv[1]); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
 }
