@@ -29,6 +29,9 @@ type Server struct {
 	Log   *log.Logger
 	// Passphrase, when set, seals the root CA key in the database.
 	Passphrase string
+	// Vault, when set, holds the root CA key in Vault Transit: a project
+	// frozen then keeps only a reference to it.
+	Vault *VaultCA
 	// UIDir, when set, is NVFlare's static web UI folder to serve.
 	UIDir string
 
@@ -376,7 +379,11 @@ func (s *Server) saveProject(p *Project, actor string) error {
 		if p.ShortName == "" || p.Server1 == "" {
 			return &blobError{422, obj{"status": "short_name and server1 must be set to freeze the project"}}
 		}
-		if err := makeRoot(p, s.now(), s.Passphrase); err != nil {
+		if s.Vault != nil {
+			if err := s.makeVaultRoot(p, s.now()); err != nil {
+				return err
+			}
+		} else if err := makeRoot(p, s.now(), s.Passphrase); err != nil {
 			return err
 		}
 	}

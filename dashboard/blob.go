@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
@@ -69,6 +70,9 @@ func (s *Server) projectCA(proj *Project) (pki.CA, error) {
 	rootCert, err := pki.ParseCertPEM([]byte(proj.RootCert))
 	if err != nil {
 		return pki.CA{}, err
+	}
+	if strings.HasPrefix(proj.RootKey, vaultRootPrefix) {
+		return s.vaultProjectCA(rootCert, proj.RootKey)
 	}
 	keyPEM, err := openRootKey(proj.RootKey, s.Passphrase)
 	if errors.Is(err, ErrRootKeyLocked) {

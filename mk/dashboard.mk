@@ -17,6 +17,18 @@
 #                         throwaway cluster on 127.0.0.1 from Debian's
 #                         postgresql (installed here; FLARE_REQUIRE_POSTGRES=1
 #                         fails instead of skipping).
+#                         TestClientRequestNVFlare: the real `nvflare cert
+#                         request` and `nvflare package` (2.9.0 venv,
+#                         FLARE_REQUIRE_NVFLARE=1) around a site that
+#                         registers with its request zip.
+#                         TestVaultTransitRoot signs through an OpenBao dev
+#                         server (`bao` from make vault-tools, started on
+#                         127.0.0.1 by kbs/kbstest; KBS_REQUIRE_BAO=1 fails
+#                         instead of skipping).
+#                         TestLoadSmoke: the load bench's driver at 20 users,
+#                         10 sites, 10 downloads against both Dashboards
+#                         (errors and kit contents only; the full load is
+#                         make bench-dashboard, mk/bench.mk).
 #   make dashboard-screenshots  rerun TestWebUIInChromium and write its page
 #                         screenshots to docs/dashboard/ (tfplugindocs leaves
 #                         that folder alone; commit them)
@@ -34,8 +46,8 @@ DASHBOARD_TEST_ARGS  ?= -count=1 -timeout 5m
 
 .PHONY: dashboard dashboard-test dashboard-deps dashboard-screenshots
 
-test: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp
-TEST_ENV += FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 FLARE_REQUIRE_CHROMIUM=1 FLARE_REQUIRE_POSTGRES=1
+test: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp vault-tools
+TEST_ENV += KBS_REQUIRE_BAO=1 FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 FLARE_REQUIRE_CHROMIUM=1 FLARE_REQUIRE_POSTGRES=1
 
 dashboard-deps:
 	./scripts/deb-install.sh zip unzip chromium postgresql
@@ -43,8 +55,8 @@ dashboard-deps:
 dashboard:
 	$(GO) build -o $(DASHBOARD_BIN) ./dashboard/cmd/flare-dashboard
 
-dashboard-test: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp
-	FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 FLARE_REQUIRE_CHROMIUM=1 FLARE_REQUIRE_POSTGRES=1 $(GO) test $(DASHBOARD_TEST_ARGS) ./dashboard/... ./internal/pgtest/
+dashboard-test: dashboard-deps $(BUILD)/venv-2.9.0/.interop-tools.stamp vault-tools
+	KBS_REQUIRE_BAO=1 FLARE_REQUIRE_NVFLARE=1 FLARE_DASHBOARD_E2E=1 FLARE_REQUIRE_CHROMIUM=1 FLARE_REQUIRE_POSTGRES=1 $(GO) test $(DASHBOARD_TEST_ARGS) ./dashboard/... ./internal/pgtest/
 
 dashboard-screenshots: dashboard-deps
 	FLARE_REQUIRE_CHROMIUM=1 FLARE_DASHBOARD_SCREENSHOTS=$(CURDIR)/docs/dashboard $(GO) test -count=1 -run TestWebUIInChromium ./dashboard/

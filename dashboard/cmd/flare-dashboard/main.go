@@ -1,7 +1,11 @@
 // Command flare-dashboard serves an NVIDIA FLARE Dashboard API
 // (API-compatible with NVFlare's own) from one folder.
 //
-//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org] [--passphrase P] [--database-url URL] [--ui DIR]
+//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org] [--passphrase P] [--database-url URL] [--vault-transit MOUNT/KEY] [--ui DIR]
+//
+// --vault-transit <mount>/<key> (VAULT_ADDR, VAULT_TOKEN from the
+// environment) keeps the root CA key in Vault Transit: the Dashboard signs
+// through it and never holds the key.
 //
 // DATABASE_URL (or --database-url) postgres://... selects PostgreSQL, which
 // several replicas can share; the default is <folder>/db.sqlite.
@@ -24,6 +28,7 @@ import (
 	"time"
 
 	"github.com/flarekit/terraform-provider-flare/dashboard"
+	"github.com/flarekit/terraform-provider-flare/internal/vaultca"
 )
 
 func main() {
@@ -33,7 +38,7 @@ func main() {
 	}
 }
 
-const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org] [--passphrase P] [--database-url URL] [--ui DIR]`
+const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org] [--passphrase P] [--database-url URL] [--vault-transit MOUNT/KEY] [--ui DIR]`
 
 func run(args []string) error {
 	if len(args) == 0 || args[0] != "serve" {
@@ -46,6 +51,7 @@ func run(args []string) error {
 	cred := fs.String("cred", os.Getenv("NVFL_CREDENTIAL"), "first project admin as email:password:org (first start only; default: admin@nvidia.com with a generated password)")
 	passphrase := fs.String("passphrase", os.Getenv("NVFL_DASHBOARD_PP"), "passphrase sealing the root CA key in the database (default $NVFL_DASHBOARD_PP; none: plain, as NVFlare's)")
 	dbURL := fs.String("database-url", os.Getenv("DATABASE_URL"), "database: postgres://user:password@host/db for PostgreSQL (replicas share it), sqlite:///path, or empty for <folder>/db.sqlite (default $DATABASE_URL)")
+	transit := fs.String("vault-transit", os.Getenv("FLARE_DASHBOARD_VAULT_TRANSIT"), "sign with this Vault Transit key, <mount>/<key> (created non-exportable if missing), so the Dashboard never holds the root CA key; Vault from VAULT_ADDR, VAULT_TOKEN (VAULT_CACERT, VAULT_NAMESPACE, ...) (default $FLARE_DASHBOARD_VAULT_TRANSIT)")
 	ui := fs.String("ui", "", "serve NVFlare's web UI from this folder (nvflare/dashboard/application/static of an nvflare install)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -67,6 +73,23 @@ func run(args []string) error {
 	}
 	defer srv.Close()
 	srv.Passphrase = *passphrase
+	if *transit != "" {
+		mount, key, err := dashboard.ParseTransitKey(*transit)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		v, warnings, err := dashboard.OpenVaultCA(ctx, vaultca.Config{TransitMount: mount, KeyName: key})
+		cancel()
+		for _, w := range warnings {
+			fmt.Fprintln(os.Stderr, "flare-dashboard: vault transit:", w)
+		}
+		if err != nil {
+			return fmt.Errorf("--vault-transit %s: %w", *transit, err)
+		}
+		srv.Vault = v
+		fmt.Printf("root CA key: Vault Transit %s/%s at %s (new projects freeze around its latest version)\n", mount, key, v.Config.EffectiveAddress())
+	}
 	srv.UIDir = *ui
 	ln, err := net.Listen("tcp", net.JoinHostPort(*host, fmt.Sprint(*port)))
 	if err != nil {
