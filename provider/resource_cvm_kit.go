@@ -34,6 +34,7 @@ import (
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
 	"github.com/flarekit/terraform-provider-flare/internal/measure"
 	"github.com/flarekit/terraform-provider-flare/internal/pki"
+	"github.com/flarekit/terraform-provider-flare/kbs"
 )
 
 var (
@@ -79,6 +80,9 @@ type cvmKitModel struct {
 	GuestFeatures types.String `tfsdk:"guest_features"`
 	HostData      types.String `tfsdk:"host_data"`
 	EncryptRoot   types.Bool   `tfsdk:"encrypt_root"`
+	GuestInit     types.String `tfsdk:"guest_init"`
+	KernelModules types.String `tfsdk:"kernel_modules"`
+	KeyRelease    types.Object `tfsdk:"key_release"`
 
 	KitDir              types.String `tfsdk:"kit_dir"`
 	ArchivePath         types.String `tfsdk:"archive_path"`
@@ -165,7 +169,9 @@ func (r *cvmKitResource) Schema(_ context.Context, _ resource.SchemaRequest, res
 			"memory_mib": schema.Int64Attribute{Required: true, Validators: []validator.Int64{int64validator.AtLeast(512)}, MarkdownDescription: "Guest memory in MiB."},
 			"firmware":   schema.StringAttribute{Required: true, MarkdownDescription: "OVMF built for SEV-SNP with kernel hashes (AmdSev build); copied into the kit."},
 			"kernel":     schema.StringAttribute{Required: true, MarkdownDescription: "Guest kernel; copied into the kit and measured."},
-			"initrd":     schema.StringAttribute{Optional: true, MarkdownDescription: "Guest initrd; copied into the kit and measured."},
+			"initrd": schema.StringAttribute{Optional: true, MarkdownDescription: "An initrd of your own; copied into the kit and measured. " +
+				"Unset, the kit gets its own: `flare-init` (`guest_init`) as `/init`, the measured guest settings (firewall, hosts, key broker, drives) " +
+				"and the kernel modules it needs; it attests to `key_release`, opens the encrypted root and runs the image."},
 			"kernel_cmdline": schema.StringAttribute{Optional: true, Computed: true,
 				MarkdownDescription: "Kernel command line; measured. Defaults to `" + cvm.DefaultKernelCmdline + "` (with an encrypted root: `" + cvm.DefaultKernelCmdlineEncrypted + "`)."},
 			"guest_policy": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(fmt.Sprintf("0x%x", cvm.DefaultGuestPolicy)),
@@ -177,8 +183,18 @@ func (r *cvmKitResource) Schema(_ context.Context, _ resource.SchemaRequest, res
 			"host_data": schema.StringAttribute{Optional: true,
 				Validators:          []validator.String{stringvalidator.RegexMatches(regexp.MustCompile(`^[0-9a-fA-F]{64}$`), "must be 64 hex digits (32 bytes)")},
 				MarkdownDescription: "32 bytes (64 hex digits) the host binds into every attestation report."},
-			"encrypt_root": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
-				MarkdownDescription: "Write the root drive as a LUKS container (made by qemu-img, no privileges needed). Its key goes to `root_key_file` (0600), never to state. A qemu-img without the luks driver is an error, never a plaintext root."},
+			"encrypt_root": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(true),
+				MarkdownDescription: "Write the root drive, which carries the startup kit with the participant's private key, as a LUKS container " +
+					"(made by qemu-img, no privileges needed). Its key goes to the `key_release` store (or `root_key_file`, 0600), never to state. " +
+					"A qemu-img without the luks driver is an error, never a plaintext root. Defaults to `true`; `false` builds a root the host can read, and the plan says so."},
+			"guest_init": schema.StringAttribute{Optional: true, Computed: true,
+				MarkdownDescription: "The static `flare-init` binary the kit's own initrd runs as `/init` (when `initrd` is not set). " +
+					"Defaults to `$FLARE_GUEST_INIT`, else `flare-init` beside the provider's executable (`make flare-init`)."},
+			"kernel_modules": schema.StringAttribute{Optional: true,
+				MarkdownDescription: "The kernel's module folder (`/lib/modules/<version>` with `modules.dep`) for the kit's own initrd. " +
+					"Defaults to `<root>/lib/modules/<version>` for a `kernel` at `<root>/boot/vmlinuz-<version>` " +
+					"(`make guest-kernel` unpacks Debian's 6.12 cloud kernel, which has the sev-guest driver, that way)."},
+			"key_release": keyReleaseSchema(),
 
 			"kit_dir":              schema.StringAttribute{Computed: true, MarkdownDescription: "The CVM kit directory, `<output_dir>/<participant>/cvm_<id>`; the id is a hash of the inputs."},
 			"archive_path":         schema.StringAttribute{Computed: true, PlanModifiers: keep, MarkdownDescription: "`<output_dir>/<participant>/<participant>.tgz`."},
@@ -217,8 +233,15 @@ func (m *cvmKitModel) config(ctx context.Context) (cvm.Config, diag.Diagnostics)
 		VCPUs:         int(m.VCPUs.ValueInt64()), VCPUType: m.VCPUType.ValueString(), MemoryMiB: int(m.MemoryMiB.ValueInt64()),
 		Firmware: m.Firmware.ValueString(), Kernel: m.Kernel.ValueString(), Initrd: m.Initrd.ValueString(),
 		KernelCmdline: m.KernelCmdline.ValueString(), HostData: strings.ToLower(m.HostData.ValueString()),
-		EncryptRoot: m.EncryptRoot.ValueBool(),
+		EncryptRoot: m.EncryptRoot.IsNull() || m.EncryptRoot.ValueBool(), // null: the default, true
+		GuestInit:   m.GuestInit.ValueString(), KernelModules: m.KernelModules.ValueString(),
 	}
+	if c.GuestInit == "" && c.Initrd == "" {
+		c.GuestInit = defaultGuestInit()
+	}
+	kr, d := m.keyRelease(ctx)
+	diags.Append(d...)
+	c.KeyRelease = kr.guest()
 	c.GuestPolicy, _ = parseHex(m.GuestPolicy.ValueString())
 	c.GuestFeatures, _ = parseHex(m.GuestFeatures.ValueString())
 	diags.Append(m.UserConfig.ElementsAs(ctx, &c.UserConfig, true)...)
@@ -289,12 +312,27 @@ func (r *cvmKitResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	c, known := plan.measuredConfig()
+	c, participant, known := plan.measuredConfig(ctx)
+	if plan.GuestInit.IsUnknown() || plan.GuestInit.IsNull() {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("guest_init"), guestInitValue(plan.Initrd, c.GuestInit))...)
+	}
+	if kr, _ := plan.keyRelease(ctx); kr != nil && (kr.Resource.IsUnknown() || kr.Resource.IsNull()) {
+		v := types.StringUnknown()
+		if participant != "" {
+			v = types.StringValue(cvm.DefaultKeyResource(participant))
+		}
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("key_release").AtName("resource"), v)...)
+	}
+	if !plan.EncryptRoot.ValueBool() && !plan.EncryptRoot.IsUnknown() {
+		resp.Diagnostics.AddAttributeWarning(path.Root("encrypt_root"), "Plaintext Root Drive",
+			"encrypt_root = false: the root drive carries the startup kit with the participant's private key in plaintext, "+
+				"so whoever holds the kit or the site host can read the key and change the image. Set encrypt_root = true with key_release.")
+	}
 	if known {
 		if plan.KernelCmdline.IsUnknown() {
 			resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("kernel_cmdline"), c.KernelCmdline)...)
 		}
-		digest, err := measureConfig(c)
+		digest, err := measureConfig(c, participant)
 		if err != nil {
 			resp.Diagnostics.AddAttributeError(measureErrPath(err), "Cannot Compute SEV-SNP Measurement", err.Error())
 			return
@@ -320,7 +358,7 @@ func (m *cvmKitModel) ccKnown() bool {
 	for _, v := range []attr.Value{m.ComputeEnv, m.CCCPUMechanism, m.Role, m.RootDriveSize, m.AppLogDriveSize,
 		m.UserConfigDriveSize, m.UserDataDriveSize, m.DockerArchive, m.UserConfig, m.AllowedPorts, m.AllowedOutPorts,
 		m.HostsEntries, m.CCIssuers, m.CheckFrequency, m.VCPUs, m.VCPUType, m.MemoryMiB, m.Firmware, m.Kernel,
-		m.Initrd, m.KernelCmdline, m.GuestPolicy, m.GuestFeatures, m.HostData, m.EncryptRoot} {
+		m.Initrd, m.KernelCmdline, m.GuestPolicy, m.GuestFeatures, m.HostData, m.EncryptRoot, m.GuestInit, m.KernelModules, m.KeyRelease} {
 		if v.IsUnknown() {
 			return false
 		}
@@ -330,12 +368,25 @@ func (m *cvmKitModel) ccKnown() bool {
 
 // measuredConfig is the part of the configuration the launch digest depends
 // on, with defaults applied; known is false while any of it is unknown.
-func (m *cvmKitModel) measuredConfig() (cvm.Config, bool) {
+// With the kit's own initrd that is every guest setting and the
+// participant (the initrd carries them).
+func (m *cvmKitModel) measuredConfig(ctx context.Context) (cvm.Config, string, bool) {
+	participant := ""
+	if !m.StartupKitDir.IsUnknown() && !m.StartupKitDir.IsNull() {
+		participant = filepath.Base(filepath.Clean(m.StartupKitDir.ValueString()))
+	}
+	if m.Initrd.IsNull() {
+		if !m.ccKnown() || participant == "" {
+			return cvm.Config{}, participant, false
+		}
+		c, d := m.config(ctx)
+		return c, participant, !d.HasError()
+	}
 	// kernel_cmdline is Optional+Computed: unknown in the plan means unset,
 	// and WithDefaults fills it.
 	for _, v := range []attr.Value{m.Firmware, m.Kernel, m.Initrd, m.VCPUs, m.VCPUType, m.GuestFeatures, m.EncryptRoot} {
 		if v.IsUnknown() {
-			return cvm.Config{}, false
+			return cvm.Config{}, participant, false
 		}
 	}
 	features, _ := parseHex(m.GuestFeatures.ValueString())
@@ -344,12 +395,25 @@ func (m *cvmKitModel) measuredConfig() (cvm.Config, bool) {
 		KernelCmdline: m.KernelCmdline.ValueString(), VCPUs: int(m.VCPUs.ValueInt64()), VCPUType: m.VCPUType.ValueString(),
 		GuestFeatures: features, EncryptRoot: m.EncryptRoot.ValueBool(),
 	}
-	return c.WithDefaults(), true
+	return c.WithDefaults(), participant, true
+}
+
+// guestInitValue is guest_init's planned value: the binary used for the
+// kit's own initrd, null with an initrd of the caller's.
+func guestInitValue(initrd types.String, guestInit string) types.String {
+	if !initrd.IsNull() || guestInit == "" {
+		return types.StringNull()
+	}
+	return types.StringValue(guestInit)
 }
 
 var measureCache = measure.NewCache(0)
 
-func measureConfig(c cvm.Config) (string, error) {
+func measureConfig(c cvm.Config, participant string) (string, error) {
+	c, err := c.WithOwnInitrd(participant, initrdCache())
+	if err != nil {
+		return "", err
+	}
 	in := c.MeasureInput()
 	d, err := measure.SNPLaunchDigest(measure.Options{
 		OVMFPath: in.Firmware, KernelPath: in.Kernel, InitrdPath: in.Initrd, Cmdline: in.Cmdline,
@@ -427,7 +491,24 @@ func (r *cvmKitResource) build(ctx context.Context, m *cvmKitModel, old *cvmKitM
 		return
 	}
 	participant := filepath.Base(filepath.Clean(kitDir))
-	measurement, err := measureConfig(c)
+	kr, d := m.keyRelease(ctx)
+	diags.Append(d...)
+	store, err := kr.store(ctx, r.data)
+	if err != nil {
+		diags.AddAttributeError(path.Root("key_release"), "Cannot Open the Key Broker's Store", err.Error())
+		return
+	}
+	var keyPath kbs.ResourcePath
+	if kr != nil {
+		if keyPath, err = kr.resourcePath(participant); err != nil {
+			diags.AddAttributeError(path.Root("key_release").AtName("resource"), "Invalid Key Resource", err.Error())
+			return
+		}
+		if c.KeyRelease != nil {
+			c.KeyRelease.Resource = keyPath.String()
+		}
+	}
+	measurement, err := measureConfig(c, participant)
 	if err != nil {
 		diags.AddAttributeError(measureErrPath(err), "Cannot Compute SEV-SNP Measurement", err.Error())
 		return
@@ -439,7 +520,11 @@ func (r *cvmKitResource) build(ctx context.Context, m *cvmKitModel, old *cvmKitM
 	keyFile := filepath.Join(m.OutputDir.ValueString(), participant, "cvm_root.key")
 	if c.EncryptRoot {
 		// Reuse the key of an earlier build so the same inputs give the same disk.
-		if b, err := os.ReadFile(keyFile); err == nil {
+		if store != nil {
+			if b, err := store.GetSecret(ctx, keyPath); err == nil {
+				in.RootKey = b
+			}
+		} else if b, err := os.ReadFile(keyFile); err == nil {
 			in.RootKey = []byte(strings.TrimSpace(string(b)))
 		}
 	}
@@ -456,12 +541,33 @@ func (r *cvmKitResource) build(ctx context.Context, m *cvmKitModel, old *cvmKitM
 		return
 	}
 	m.RootKeyFile = types.StringNull()
-	if res.RootEncrypted {
+	switch {
+	case res.RootEncrypted && store != nil:
+		// The key straight to the broker's store, never to disk here; then
+		// the rule: only this kit's measurement gets it.
+		if err := store.PutSecret(ctx, keyPath, res.RootKey); err != nil {
+			diags.AddAttributeError(path.Root("key_release"), "Cannot Store the Root Key", err.Error())
+			return
+		}
+		if err := store.PutPolicy(ctx, keyPath, kbs.Policy{Measurements: []string{measurement}, HostData: c.HostData}); err != nil {
+			diags.AddAttributeError(path.Root("key_release"), "Cannot Write the Key Broker's Rule", err.Error())
+			return
+		}
+		os.Remove(keyFile) // from a build before key_release was set
+	case res.RootEncrypted:
 		if err := atomicfile.Write(keyFile, append(res.RootKey, '\n'), 0o600); err != nil {
 			diags.AddError("Cannot Save Root Drive Key", err.Error())
 			return
 		}
 		m.RootKeyFile = types.StringValue(keyFile)
+	}
+	clear(res.RootKey)
+	m.GuestInit = guestInitValue(m.Initrd, c.GuestInit)
+	if kr != nil {
+		kr.Resource = types.StringValue(keyPath.String())
+		o, d := types.ObjectValueFrom(ctx, keyReleaseAttrTypes, kr)
+		diags.Append(d...)
+		m.KeyRelease = o
 	}
 	if old != nil && old.KitDir.ValueString() != res.Dir {
 		_ = os.RemoveAll(old.KitDir.ValueString()) // inputs changed: the old cvm_<id> is stale
@@ -503,6 +609,21 @@ func (r *cvmKitResource) Delete(ctx context.Context, req resource.DeleteRequest,
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {
 		return
+	}
+	if kr, d := state.keyRelease(ctx); kr != nil && !d.HasError() {
+		store, err := kr.store(ctx, r.data)
+		if err == nil && store != nil {
+			var p kbs.ResourcePath
+			if p, err = kr.resourcePath(filepath.Base(filepath.Clean(state.StartupKitDir.ValueString()))); err == nil {
+				if err = store.DeleteSecret(ctx, p); err == nil {
+					err = store.DeletePolicy(ctx, p)
+				}
+			}
+		}
+		if err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("key_release"), "Cannot Remove the Root Key from the Key Broker", err.Error())
+			return
+		}
 	}
 	for _, p := range []string{state.KitDir.ValueString(), state.ArchivePath.ValueString(), state.RootKeyFile.ValueString()} {
 		if p == "" {
