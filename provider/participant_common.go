@@ -291,7 +291,7 @@ func (r *participantResource) Create(ctx context.Context, req resource.CreateReq
 	}
 	if ok {
 		resp.Diagnostics.AddAttributeError(path.Root("name"), "Duplicate Participant Name",
-			fmt.Sprintf("name: %q is already a participant of this project (%s exists; a .approval file is a flare_request_approval). Names must be unique across servers, clients, admins and relays: choose another name, or import the existing participant with `terraform import` (id %s@%s).",
+			fmt.Sprintf("name: %q is already a participant of this project (%s exists; a .approval file or an approvals/ entry is an approval by flare_request_approval(s)). Names must be unique across servers, clients, admins and relays: choose another name, or import the existing participant with `terraform import` (id %s@%s).",
 				p.Name, taken, p.Name, c.ProjectID.ValueString()))
 		return
 	}

@@ -66,6 +66,10 @@ resource "flare_startup_kit" "server" {
 		}
 	}
 	empty := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}}
+	var keyFP string
+	rotate := func(cfg string) string {
+		return strings.Replace(cfg, `name       = "site-1"`, `name       = "site-1"`+"\n  rotation_trigger = \"2027-01\"", 1)
+	}
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             resource.ComposeAggregateTestCheckFunc(kvHas("root", false), kvHas("participants/server1", false)),
@@ -142,7 +146,31 @@ resource "flare_startup_kit" "server" {
 				PreConfig:        func() { t.Setenv("VAULT_TOKEN", client.Token()) },
 				Config:           config("site-1"),
 				ConfigPlanChecks: empty,
+				Check: func(s *terraform.State) error {
+					keyFP = s.RootModule().Resources["flare_client.site_1"].Primary.Attributes["key_fingerprint"]
+					return nil
+				},
 			},
+			{
+				// rotation_trigger rotates a key kept in KV: the entry is
+				// deleted and created again with the new key.
+				Config: rotate(config("site-1")),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction("flare_client.site_1", plancheck.ResourceActionDestroyBeforeCreate),
+					plancheck.ExpectResourceAction("flare_server.server1", plancheck.ResourceActionNoop),
+				}},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					kvHas("participants/site-1", true),
+					checkKits(kits, map[string]string{"server1": "server", "site-1": "client"}),
+					func(s *terraform.State) error {
+						if s.RootModule().Resources["flare_client.site_1"].Primary.Attributes["key_fingerprint"] == keyFP {
+							return fmt.Errorf("rotation_trigger did not give site-1 a new key")
+						}
+						return nil
+					},
+				),
+			},
+			{Config: rotate(config("site-1")), ConfigPlanChecks: empty},
 		},
 	})
 }
