@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -294,7 +295,7 @@ func (b *boot) runWorkload(w guestconfig.Workload) (int, error) {
 		return 0, fmt.Errorf("workload log: %w", err)
 	}
 	defer lf.Close()
-	out := io.MultiWriter(lf, prefixWriter{w: os.Stdout, prefix: "workload: "})
+	out := io.MultiWriter(lf, &prefixWriter{w: os.Stdout, prefix: "workload: "})
 	dir := w.WorkingDir
 	if dir == "" {
 		dir = "/"
@@ -391,16 +392,25 @@ func (a *attester) measurement() (string, error) {
 	return hex.EncodeToString(r.GetMeasurement()), nil
 }
 
+// prefixWriter prefixes every line; writes may split lines anywhere.
 type prefixWriter struct {
-	w      io.Writer
-	prefix string
+	w       io.Writer
+	prefix  string
+	mu      sync.Mutex
+	midLine bool
 }
 
-func (p prefixWriter) Write(b []byte) (int, error) {
-	for _, line := range strings.SplitAfter(string(b), "\n") {
-		if line != "" {
-			io.WriteString(p.w, p.prefix+line)
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []byte
+	for _, c := range b {
+		if !p.midLine {
+			out = append(out, p.prefix...)
 		}
+		out = append(out, c)
+		p.midLine = c != '\n'
 	}
-	return len(b), nil
+	_, err := p.w.Write(out)
+	return len(b), err
 }
