@@ -509,7 +509,7 @@ func writeLoadSection(path string, spec loadSpec, ours, theirs *loadRun, nvflare
 	for _, r := range []*loadRun{ours, theirs} {
 		for _, p := range r.Phases {
 			if p.FirstErr != "" {
-				fmt.Fprintf(&w, "\nFirst error, %s, %s: `%s`\n", r.Server, p.Name, strings.ReplaceAll(p.FirstErr, "`", "'"))
+				fmt.Fprintf(&w, "\nFirst error, %s, %s: `%s`\n", r.Server, p.Name, strings.ReplaceAll(strings.TrimSpace(p.FirstErr), "`", "'"))
 			}
 		}
 	}
