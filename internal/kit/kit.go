@@ -71,6 +71,10 @@ type Input struct {
 	// Signatures, when set, signs through a cache made for Signer, shared
 	// by the kits of one apply.
 	Signatures *SignatureCache
+	// CC, when set, makes a server's or client's kit a CC kit (cc.go): the
+	// CCManager and its authorizers in local/, the cc_authz policy, logs
+	// under /applog, and every folder signed.
+	CC *CC
 }
 
 // Communication defaults NVFlare's provisioner writes.
@@ -103,6 +107,10 @@ type templateData struct {
 	KeyFile    string
 	// AuthIdentityMap maps a relayed client's FQCN to its certificate name.
 	AuthIdentityMap map[string]string
+	// LogDir prefixes the log files' names ("/applog/" in CC kits).
+	LogDir string
+	// ClassAllowList is resources.json.default's class_allow_list.
+	ClassAllowList []string
 }
 
 // Build makes the kit in memory and signs it.
@@ -141,6 +149,14 @@ func Build(in Input) (*Kit, error) {
 		Scheme: Scheme, ConnSec: ConnectionSecurity,
 		SPEndPoint: fmt.Sprintf("%s:%d:%d", in.Server.ServerHost(), in.Server.FedLearnPort, in.Server.AdminPort),
 	}
+	if in.CC != nil {
+		if err := in.CC.Validate(p, line); err != nil {
+			return nil, err
+		}
+		// OnPremCVMBuilder: the CVM's NVFlare logs to its applog drive.
+		d.LogDir = "/applog/"
+	}
+	d.ClassAllowList = classAllowList(line, in.CC)
 	// The server listens under its own name; everyone else dials its host.
 	if p.Type == project.TypeServer {
 		d.SPEndPoint = fmt.Sprintf("%s:%d:%d", p.Name, p.FedLearnPort, p.AdminPort)
@@ -208,21 +224,47 @@ func Build(in Input) (*Kit, error) {
 		b.render("local/comm_config.json", modeFile, "relay_comm_config.json.tmpl")
 	}
 	if p.Type == project.TypeServer || p.Type == project.TypeClient {
-		b.render("local/authorization.json.default", modeFile, "authorization.json.default.tmpl")
+		authz := "authorization.json.default.tmpl"
+		if in.CC != nil {
+			authz = "authorization_cc.json.default.tmpl"
+		}
+		b.render("local/authorization.json.default", modeFile, authz)
 		b.copy("local/privacy.json.sample", "privacy.json.sample")
+	}
+	if in.CC != nil && b.err == nil {
+		files, err := in.CC.ccFiles(p, in.Server)
+		if err != nil {
+			return nil, err
+		}
+		b.files = append(b.files, files...)
 	}
 	if b.err != nil {
 		return nil, b.err
 	}
 
 	k := &Kit{Name: p.Name, Files: b.files, Dirs: []string{"startup", "local", "transfer"}}
-	for _, dir := range []string{"startup", "local"} {
-		sig, err := signFolder(k.filesIn(dir), in)
+	signed := []string{"startup", "local"}
+	if in.CC != nil {
+		// NVFlare's SignatureBuilder signs a CC kit from its root: every
+		// folder gets a signature.json, the root's signing its files and
+		// the names of its folders.
+		signed = append(signed, "transfer", ".")
+	}
+	var sigs []File
+	for _, dir := range signed {
+		files := k.filesIn(dir)
+		if dir == "." {
+			for _, sub := range k.Dirs {
+				files = append(files, File{Path: sub, Data: []byte(sub)})
+			}
+		}
+		sig, err := signFolder(files, in)
 		if err != nil {
 			return nil, fmt.Errorf("signing %s/: %w", dir, err)
 		}
-		k.Files = append(k.Files, File{Path: dir + "/" + SignatureFile, Mode: modeFile, Data: sig})
+		sigs = append(sigs, File{Path: path.Join(dir, SignatureFile), Mode: modeFile, Data: sig})
 	}
+	k.Files = append(k.Files, sigs...)
 	sort.Slice(k.Files, func(i, j int) bool { return k.Files[i].Path < k.Files[j].Path })
 	return k, nil
 }

@@ -54,6 +54,9 @@ type Line struct {
 	// WorkspaceEnv: the scripts honour NVFL_WORKSPACE and map a kit in
 	// /user_config to /vault/workspace (the CC deployment layout).
 	WorkspaceEnv bool `json:"workspace_env"`
+	// CCClassAllowList: the line's CCBuilder appends a CC kit's
+	// class_allow_list to resources.json.default (2.8+; 2.7's ignores it).
+	CCClassAllowList bool `json:"cc_class_allow_list"`
 	// Certs is the certificate profile of the line's provisioner.
 	Certs pki.Profile `json:"certs"`
 }

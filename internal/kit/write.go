@@ -104,13 +104,18 @@ func (k *Kit) update(final string) error {
 			return fmt.Errorf("update kit %s: %w", k.Name, err)
 		}
 	}
-	for _, rel := range oldLocal {
+	for _, rel := range append(oldLocal, ccSignatures...) {
 		if !keep[rel] {
 			_ = os.Remove(filepath.Join(final, filepath.FromSlash(rel)))
 		}
 	}
 	return nil
 }
+
+// ccSignatures are the signature.json files only a CC kit has (it is
+// signed in every folder): managed when present, removed when a kit stops
+// being a CC kit.
+var ccSignatures = []string{SignatureFile, "transfer/" + SignatureFile}
 
 // managedLocal lists local/ files the kit at dir manages: those its
 // local/signature.json signs, and signature.json itself.
@@ -159,8 +164,10 @@ func DigestDir(dir string) (string, error) {
 		paths = append(paths, "startup/"+e.Name())
 	}
 	paths = append(paths, managedLocal(dir)...)
-	if _, err := os.Stat(filepath.Join(dir, "readme.txt")); err == nil {
-		paths = append(paths, "readme.txt")
+	for _, rel := range append([]string{"readme.txt"}, ccSignatures...) {
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(rel))); err == nil {
+			paths = append(paths, rel)
+		}
 	}
 	entries := make([]string, 0, len(paths))
 	for _, rel := range paths {
