@@ -279,7 +279,7 @@ func TestWebUIRules(t *testing.T) {
 	r, body := member.post("/ui/downloads/client/1", url.Values{"csrf": {mtok}, "pin": {"abcdef12"}})
 	if r.StatusCode != 200 || r.Header.Get("Content-Type") != "application/zip" || !strings.HasPrefix(body, "PK") ||
 		r.Header.Get("Content-Disposition") != `attachment; filename="site-9.zip"` {
-		t.Fatalf("download: %d %v", r.StatusCode, r.Header)
+		t.Fatalf("download: %d %v\n%s", r.StatusCode, r.Header, body)
 	}
 	// A rejected user's session ends at once.
 	admin.post("/ui/approvals/users/2", url.Values{"csrf": {tok}, "decision": {"reject"}})
