@@ -46,6 +46,7 @@ type startupKitModel struct {
 	Server      types.String `tfsdk:"server"`
 	Relay       types.String `tfsdk:"relay"`
 	Relayed     types.List   `tfsdk:"relayed_clients"`
+	CC          types.Object `tfsdk:"cc"`
 	OutputDir   types.String `tfsdk:"output_dir"`
 	Archive     types.String `tfsdk:"archive"`
 	KitDir      types.String `tfsdk:"kit_dir"`
@@ -95,6 +96,7 @@ func (r *startupKitResource) Schema(_ context.Context, _ resource.SchemaRequest,
 					"as `nvflare provision` writes it). Set it on the server's and the clients' kits whenever a client " +
 					"sits behind a relay; other kits and older lines ignore it.",
 			},
+			"cc": ccSchema(),
 			"output_dir": schema.StringAttribute{
 				Required: true, PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 				Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
@@ -143,6 +145,18 @@ func (r *startupKitResource) ValidateConfig(ctx context.Context, req resource.Va
 	}
 	if err != nil {
 		resp.Diagnostics.AddAttributeError(path.Root(err.Field), "Invalid Startup Kit Inputs", err.Error())
+		return
+	}
+	// The CC setting against the participant (the line is checked at apply,
+	// when the project's CA is open).
+	if ccKnown(ctx, m.CC) {
+		cc, diags := ccSettings(ctx, m.CC)
+		if resp.Diagnostics.Append(diags...); cc != nil && !diags.HasError() {
+			anyLine := &kit.Line{CCClassAllowList: true}
+			if err := cc.Validate(self.Participant, anyLine); err != nil {
+				resp.Diagnostics.AddAttributeError(path.Root("cc"), "Invalid CC Setting", err.Error())
+			}
+		}
 	}
 }
 
@@ -326,6 +340,11 @@ func (r *startupKitResource) kitInput(ctx context.Context, m *startupKitModel) (
 	if in.RelayedClients, ferr = m.relayedClients(self.ProjectID); ferr != nil {
 		return in, ferr
 	}
+	cc, diags := ccSettings(ctx, m.CC)
+	if diags.HasError() {
+		return in, fmt.Errorf("cc: %s", diags.Errors()[0].Detail())
+	}
+	in.CC = cc
 	ca, ref, err := r.ca(ctx, self.ProjectID)
 	if err != nil {
 		return in, err
