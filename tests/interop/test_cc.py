@@ -286,7 +286,7 @@ def test_cc_kits_match_nvflare_provision(cc):
     assert _json(plain / "local" / "authorization.json.default") == _json(cc.nvflare_kits / "site-2" / "local" / "authorization.json.default")
 
 
-def test_mock_cc_server_and_client_attest_and_run_a_job(cc, tmp_path):
+def test_mock_no_sev_hardware_cc_server_and_client_attest_and_run_a_job(cc, tmp_path):
     """Mock mode (no SEV hardware): CCManager on both sides, tokens made and checked, a job runs."""
     cc.start("server1")
     wait_for("the CC server to listen", lambda: port_open(cc.fl) and port_open(cc.admin), START_TIMEOUT,
@@ -332,6 +332,11 @@ def test_mock_cc_server_and_client_attest_and_run_a_job(cc, tmp_path):
                                    train_timeout=120), id="scatter_and_gather")
     job.to_clients(NPTrainer(delta=1), tasks=["train"])
     job.export_job(str(tmp_path))
+    # 2.7's and 2.8's export leaves an empty app/custom/; the server counts
+    # any custom/ as BYOC, which CCManager blocks ("BYOC job not allowed for CC").
+    for custom in (tmp_path / "cc-mock-numpy").glob("*/custom"):
+        assert not any(custom.iterdir()), f"{custom} holds code"
+        custom.rmdir()
     job_id = session.submit_job(str(tmp_path / "cc-mock-numpy"))
     rc, meta = session.monitor_job_and_return_job_meta(job_id, timeout=JOB_TIMEOUT, poll_interval=1)
     assert rc == MonitorReturnCode.JOB_FINISHED, cc.tails("server1", "site-1")
@@ -342,7 +347,7 @@ def test_mock_cc_server_and_client_attest_and_run_a_job(cc, tmp_path):
     assert "Shutting down site" not in server_log
 
 
-def test_mock_cc_server_refuses_a_client_without_cc(cc):
+def test_mock_no_sev_hardware_cc_server_refuses_a_client_without_cc(cc):
     """Mock mode (no SEV hardware): a kit without CC brings no token; NVFlare's CCManager shuts the federation down."""
     assert "server1" in cc.procs, "runs after the positive test"
     cc.start("site-2")
