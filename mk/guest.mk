@@ -34,3 +34,16 @@ flare-init:
 
 guest-e2e: guest-kernel agent-e2e-deps
 	FLARE_REQUIRE_HOST=1 $(GO) test -count=1 -timeout 20m -v -run 'TestCVMKeyRelease' ./agent/e2e/
+
+# cvm-e2e: NVFlare in a CVM from one Terraform configuration
+# (tests/cvm/test_cvm_federation.py): flare-kbs, a server from its kit,
+# site-1's flare-agent launching its CVM kit, flare-init attesting
+# (SIMULATED SEV-SNP) for the root key, NVFlare's client registering and
+# a NumPy job completing in the guest. Uses the newest NVFlare line's venv.
+CVM_E2E_LOG ?= $(BUILD)/cvm-e2e.log
+.PHONY: cvm-e2e
+test: cvm-e2e
+cvm-e2e: build flare-init flare-agent flare-kbs guest-kernel agent-e2e-deps interop-venv-newest terraform
+	@set -o pipefail; k=$$(ls $(GUEST_KERNEL_DIR)/boot/vmlinuz-* | sort | tail -n1); \
+	FLARE_BIN_DIR=$(BIN) TERRAFORM=$(TERRAFORM) FLARE_GUEST_KERNEL=$$k CVM_E2E_TIMES=$(BUILD)/cvm-e2e-times.json \
+	  timeout 2400 $(BUILD)/venv-$(NVFLARE_NEWEST)/bin/python -m pytest -c tests/cvm/pytest.ini tests/cvm -v -s 2>&1 | tee $(CVM_E2E_LOG)

@@ -185,7 +185,7 @@ func (b *boot) run(ctx context.Context) error {
 	}
 	r := &guest.Responder{Source: src, Log: b.log.With("component", "responder"), Version: b.version}
 	go func() {
-		if err := r.ServePort(ctx, launch.AttestPortName, 5*time.Second); err != nil {
+		if err := r.ServePort(ctx, "/dev/virtio-ports/"+launch.AttestPortName, 30*time.Second); err != nil {
 			b.log.Warn("attestation responder stopped", "err", err)
 		}
 	}()

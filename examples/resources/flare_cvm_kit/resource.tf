@@ -24,14 +24,25 @@ resource "flare_cvm_kit" "server" {
   }]
   check_frequency = 120
 
-  vcpus        = 4
-  vcpu_type    = "EPYC-Genoa"
-  memory_mib   = 8192
-  firmware     = "/usr/share/ovmf/OVMF.amdsev.fd"
-  kernel       = "/boot/vmlinuz-6.1.0-cloud-amd64"
-  initrd       = "guest/initrd.img"
-  host_data    = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
-  encrypt_root = true
+  vcpus      = 4
+  vcpu_type  = "EPYC-Genoa"
+  memory_mib = 8192
+  firmware   = "/usr/share/ovmf/OVMF.amdsev.fd"
+  # Debian's 6.12 cloud kernel (make guest-kernel): it has the sev-guest
+  # driver; its modules come from build/guest-kernel/lib/modules/<version>.
+  kernel    = "build/guest-kernel/boot/vmlinuz-6.12.117+deb12-cloud-amd64"
+  host_data = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+  # No initrd: the kit gets its own, with flare-init (make flare-init) as
+  # /init. It attests to the project admin's flare-kbs for the encrypted
+  # root's key; Terraform writes the key and the rule for this kit's
+  # measurement into the broker's Vault KV mount, never into state.
+  guest_init = "build/bin/flare-init"
+  key_release = {
+    url         = "https://kbs.example.org:8999"
+    ca_cert_pem = file("kbs-ca.pem")
+    vault_mount = "kbs"
+  }
 }
 
 output "server_measurement" {
