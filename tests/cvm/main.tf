@@ -30,6 +30,21 @@ variable "launch" {
   default = false
 }
 
+# NVFlare's own CC checks (CCManager) in mock mode: there is no SEV
+# hardware here, so the issuer is NVFlare's MockAuthorizer (namespace
+# x-mock, named as such). With SEV-SNP it would be SNPAuthorizer.
+locals {
+  cc = {
+    issuers = [{
+      id               = "mock_authorizer"
+      path             = "nvflare.app_opt.confidential_computing.mock_authorizer.MockAuthorizer"
+      token_expiration = 100
+    }]
+    check_frequency = 120
+    enabled_sites   = ["server1", "site-1"]
+  }
+}
+
 resource "flare_project" "p" {
   name = "cvm-e2e"
   ca   = { dir = var.ca_dir }
@@ -59,6 +74,7 @@ resource "flare_client" "site1" {
 resource "flare_startup_kit" "server" {
   participant = flare_server.server1.descriptor
   output_dir  = var.kits_dir
+  cc          = local.cc
 }
 
 resource "flare_startup_kit" "admin" {
@@ -71,6 +87,7 @@ resource "flare_startup_kit" "site1" {
   participant = flare_client.site1.descriptor
   server      = flare_server.server1.descriptor
   output_dir  = var.kits_dir
+  cc          = local.cc
 }
 
 resource "flare_cvm_kit" "site1" {

@@ -234,6 +234,11 @@ class TestCVMFederation:
         local = server_kit / "local"
         text = (local / "resources.json.default").read_text()
         (local / "resources.json").write_text(text.replace("/tmp/nvflare/", str(run.root / "server-storage") + "/"))
+        # A CC kit logs to /applog/, the CVM's drive; the server runs on this
+        # host, so it gets NVFlare's site override (local/ is not signed).
+        logcfg = (local / "log_config.json.default").read_text()
+        assert "/applog/" in logcfg, "the CC server kit does not log to /applog/"
+        (local / "log_config.json").write_text(logcfg.replace("/applog/", str(run.root / "logs") + "/server-"))
         run.start(SERVER, [server_kit / "startup" / "start.sh"], cwd=server_kit,
                   env_extra={"PYTHONPATH": str(sitecustomize_dir(run.root))})
 
@@ -285,6 +290,12 @@ class TestCVMFederation:
         wait_for("site-1 (in the CVM) to register", lambda: [c.name for c in run.session.get_system_info().client_info] == [SITE],
                  REGISTER_TIMEOUT, interval=5, detail=lambda: tail(run.console, 80) + "\n" + tail(run.log(SERVER)))
         run.times["boot_to_registered"] = time.monotonic() - run.t_launch
+        # NVFlare's CC checks ran at registration, in mock mode (no SEV hardware):
+        # site-1 in the CVM made an x-mock token, the server validated it.
+        console, server_log = run.console.read_text(errors="replace"), run.log(SERVER).read_text(errors="replace")
+        assert "Initialized CCManager for site: site-1" in console, tail(run.console, 80)
+        assert "Generated fresh token for validation: namespace=x-mock" in console, tail(run.console, 80)
+        assert "Validated CC info for: " in server_log and "site-1" in server_log, tail(run.log(SERVER), 80)
 
     def test_job_runs_in_the_cvm(self, run, tmp_path):
         from nvflare.apis.dxo import DataKind
