@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
+	"github.com/hashicorp/vault/api"
 
 	"github.com/flarekit/terraform-provider-flare/internal/luks"
 	"github.com/flarekit/terraform-provider-flare/internal/measure/measuretest"
@@ -50,6 +51,23 @@ func fakeGuestKernel(t *testing.T) string {
 // LUKS root, a changed command line changes the measurement in the plan
 // and the rule in the same apply, and destroy removes both.
 func TestAccCVMKit_KeyRelease(t *testing.T) {
+	storeDir := filepath.Join(t.TempDir(), "kbs-store")
+	testKeyRelease(t, fmt.Sprintf("store_dir   = %q", storeDir), func() (kbs.Store, error) { return kbs.NewDirStore(storeDir) })
+}
+
+// TestAccVaultCVMKit_KeyRelease: the same with the broker's store in a
+// Vault/OpenBao KV version 1 mount at Trustee's layout (make vault-test).
+func TestAccVaultCVMKit_KeyRelease(t *testing.T) {
+	client := vaultTestClient(t)
+	mount := strings.ToLower(uniqueKey(t))
+	if err := client.Sys().Mount(mount, &api.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Sys().Unmount(mount) })
+	testKeyRelease(t, fmt.Sprintf("vault_mount = %q", mount), func() (kbs.Store, error) { return kbs.NewVaultStore(client, mount, "") })
+}
+
+func testKeyRelease(t *testing.T, storeAttr string, openStore func() (kbs.Store, error)) {
 	tools := needTool(t, "qemu-img", "debugfs", "mkfs.ext4")
 	init := "/bin/busybox" // a static ELF standing in for flare-init: the kit is built, not booted
 	if _, err := os.Stat(init); err != nil {
@@ -63,7 +81,6 @@ func TestAccCVMKit_KeyRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	storeDir := filepath.Join(dir, "kbs-store")
 	kernel := fakeGuestKernel(t)
 	out := filepath.Join(dir, "cvm")
 	config := func(cmdline string) string {
@@ -109,18 +126,18 @@ resource "flare_cvm_kit" "c" {
   key_release = {
     url         = "https://10.0.2.2:8999"
     ca_cert_pem = %[9]q
-    store_dir   = %[10]q
+    %[10]s
   }
 }
 `, filepath.Join(dir, "ca"), filepath.Join(dir, "kits"), out, filepath.Join(dir, "image.tar"), filepath.Join(dir, "OVMF.fd"),
-			kernel, init, cmdline, string(caPEM), storeDir)
+			kernel, init, cmdline, string(caPEM), storeAttr)
 	}
 	path := kbs.ResourcePath{Repo: "flare", Type: "root-key", Tag: "site-1"}
 	// The store holds the rule for the state's measurement and a key that
 	// opens the kit's root.
 	checkStore := func(s *terraform.State) error {
 		attrs := s.RootModule().Resources["flare_cvm_kit.c"].Primary.Attributes
-		st, err := kbs.NewDirStore(storeDir)
+		st, err := openStore()
 		if err != nil {
 			return err
 		}
@@ -159,7 +176,7 @@ resource "flare_cvm_kit" "c" {
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy: func(*terraform.State) error {
-			st, err := kbs.NewDirStore(storeDir)
+			st, err := openStore()
 			if err != nil {
 				return err
 			}
