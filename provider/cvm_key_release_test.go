@@ -73,6 +73,7 @@ func testKeyRelease(t *testing.T, storeAttr string, openStore func() (kbs.Store,
 	if _, err := os.Stat(init); err != nil {
 		t.Skip("no static busybox (apt-get install busybox-static) to stand in for flare-init")
 	}
+	t.Setenv("FLARE_GUEST_INIT", init)
 	dir := t.TempDir()
 	fw := measuretest.Firmware{Size: 2 << 20, Sections: measuretest.AmdSevSections, HashesGPA: 0x810000, HashesSize: 0x1000}
 	os.WriteFile(filepath.Join(dir, "OVMF.fd"), fw.Build(), 0o644)
@@ -121,7 +122,7 @@ resource "flare_cvm_kit" "c" {
   memory_mib             = 2048
   firmware               = %[5]q
   kernel                 = %[6]q
-  guest_init             = %[7]q
+  # guest_init: $FLARE_GUEST_INIT (%[7]s), the default's first choice
   kernel_cmdline         = %[8]q
   key_release = {
     url         = "https://10.0.2.2:8999"
@@ -212,6 +213,24 @@ resource "flare_cvm_kit" "c" {
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction("flare_cvm_kit.c", plancheck.ResourceActionUpdate),
 					expectPlannedMeasurementChange("flare_cvm_kit.c", &first),
+				}},
+				Check: checkStore,
+			},
+			{
+				// The key vanished from the broker: the kit could not boot,
+				// so refresh sees drift and apply rebuilds it with a new key.
+				PreConfig: func() {
+					st, err := openStore()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := st.DeleteSecret(context.Background(), path); err != nil {
+						t.Fatal(err)
+					}
+				},
+				Config: config("console=ttyS0 quiet"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction("flare_cvm_kit.c", plancheck.ResourceActionUpdate),
 				}},
 				Check: checkStore,
 			},

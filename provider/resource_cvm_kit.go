@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -313,10 +314,20 @@ func (r *cvmKitResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 		return
 	}
 	c, participant, known := plan.measuredConfig(ctx)
-	if plan.GuestInit.IsUnknown() || plan.GuestInit.IsNull() {
-		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("guest_init"), guestInitValue(plan.Initrd, c.GuestInit))...)
+	var cfgInit types.String
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("guest_init"), &cfgInit)...)
+	if cfgInit.IsUnknown() {
+		known = false // measuredConfig read it as unset
+	} else if cfgInit.IsNull() {
+		v := types.StringUnknown()
+		if !plan.Initrd.IsUnknown() {
+			v = guestInitValue(plan.Initrd, defaultGuestInit())
+		}
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("guest_init"), v)...)
 	}
-	if kr, _ := plan.keyRelease(ctx); kr != nil && (kr.Resource.IsUnknown() || kr.Resource.IsNull()) {
+	var cfgResource types.String
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("key_release").AtName("resource"), &cfgResource)...)
+	if kr, _ := plan.keyRelease(ctx); kr != nil && cfgResource.IsNull() {
 		v := types.StringUnknown()
 		if participant != "" {
 			v = types.StringValue(cvm.DefaultKeyResource(participant))
@@ -349,6 +360,9 @@ func (r *cvmKitResource) ModifyPlan(ctx context.Context, req resource.ModifyPlan
 	var want string
 	if written != nil && json.Unmarshal(written, &want) == nil && want != state.KitSHA256.ValueString() {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("kit_sha256"), types.StringUnknown())...)
+		// A rebuild after the broker lost the key makes a new key, so a new
+		// root drive and launch.json.
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("launch_manifest"), types.StringUnknown())...)
 	}
 }
 
@@ -376,10 +390,19 @@ func (m *cvmKitModel) measuredConfig(ctx context.Context) (cvm.Config, string, b
 		participant = filepath.Base(filepath.Clean(m.StartupKitDir.ValueString()))
 	}
 	if m.Initrd.IsNull() {
-		if !m.ccKnown() || participant == "" {
+		// Computed attributes are unknown in a plan that changes the kit;
+		// unset in the configuration, they take their defaults.
+		mm := *m
+		if mm.KernelCmdline.IsUnknown() {
+			mm.KernelCmdline = types.StringNull()
+		}
+		if mm.GuestInit.IsUnknown() {
+			mm.GuestInit = types.StringNull()
+		}
+		if !mm.ccKnown() || participant == "" {
 			return cvm.Config{}, participant, false
 		}
-		c, d := m.config(ctx)
+		c, d := mm.config(ctx)
 		return c, participant, !d.HasError()
 	}
 	// kernel_cmdline is Optional+Computed: unknown in the plan means unset,
@@ -562,7 +585,9 @@ func (r *cvmKitResource) build(ctx context.Context, m *cvmKitModel, old *cvmKitM
 		m.RootKeyFile = types.StringValue(keyFile)
 	}
 	clear(res.RootKey)
-	m.GuestInit = guestInitValue(m.Initrd, c.GuestInit)
+	if m.GuestInit.IsNull() || m.GuestInit.IsUnknown() {
+		m.GuestInit = guestInitValue(m.Initrd, c.GuestInit)
+	}
 	if kr != nil {
 		kr.Resource = types.StringValue(keyPath.String())
 		o, d := types.ObjectValueFrom(ctx, keyReleaseAttrTypes, kr)
@@ -600,6 +625,11 @@ func (r *cvmKitResource) Read(ctx context.Context, req resource.ReadRequest, res
 	if _, err := os.Stat(state.ArchivePath.ValueString()); errors.Is(err, fs.ErrNotExist) {
 		digest += "+archive-absent"
 	}
+	// The broker's copy is part of the kit: without the key, or with a rule
+	// for another measurement, the CVM cannot boot. The plan rebuilds it.
+	if why := r.keyReleaseDrift(ctx, &state); why != "" {
+		digest += "+" + why
+	}
 	state.KitSHA256 = types.StringValue(digest)
 	resp.Diagnostics.Append(resp.State.Set(ctx, state)...)
 }
@@ -634,6 +664,35 @@ func (r *cvmKitResource) Delete(ctx context.Context, req resource.DeleteRequest,
 		}
 	}
 	os.Remove(filepath.Dir(state.KitDir.ValueString())) // the participant folder, if empty
+}
+
+// keyReleaseDrift says what is missing at the broker's store for the kit
+// in state: "" when the key and the rule for its measurement are there (or
+// the kit has no store).
+func (r *cvmKitResource) keyReleaseDrift(ctx context.Context, state *cvmKitModel) string {
+	kr, d := state.keyRelease(ctx)
+	if kr == nil || d.HasError() || !state.RootEncrypted.ValueBool() {
+		return ""
+	}
+	store, err := kr.store(ctx, r.data)
+	if err != nil || store == nil {
+		return ""
+	}
+	p, err := kr.resourcePath(filepath.Base(filepath.Clean(state.StartupKitDir.ValueString())))
+	if err != nil {
+		return ""
+	}
+	if _, err := store.GetSecret(ctx, p); errors.Is(err, kbs.ErrNotFound) {
+		return "broker-key-absent"
+	}
+	pol, err := store.GetPolicy(ctx, p)
+	if errors.Is(err, kbs.ErrNotFound) {
+		return "broker-rule-absent"
+	}
+	if err == nil && !slices.Contains(pol.Measurements, state.ExpectedMeasurement.ValueString()) {
+		return "broker-rule-other-measurement"
+	}
+	return ""
 }
 
 // sameProject checks that the startup kit trusts root: its rootCA.pem is
