@@ -7,7 +7,10 @@
 #   DEB_ARCHES="amd64 arm64" scripts/release.sh
 #
 # Writes to OUT (emptied first):
-#   terraform-provider-flare_<V>_<os>_<arch>.zip   one binary, terraform-provider-flare_v<V>[.exe]
+#   terraform-provider-flare_<V>_<os>_<arch>.zip   terraform-provider-flare_v<V>[.exe], and flare-init
+#                                                 (the CVM guest's /init, linux/amd64 whatever the
+#                                                 platform: flare_cvm_kit's guest_init default is
+#                                                 the flare-init beside the provider)
 #   terraform-provider-flare_<V>_manifest.json     terraform-registry-manifest.json
 #   terraform-provider-flare_<V>_SHA256SUMS        of the zips and the manifest
 #   terraform-provider-flare_<V>_SHA256SUMS.sig    detached binary GPG signature
@@ -53,6 +56,11 @@ mkdir -p "$STAGE"
 trap 'rm -rf "$STAGE"' EXIT
 
 # --- the provider, one zip per platform ------------------------------------
+# flare-init runs inside the CVM (SEV-SNP: linux/amd64 always), so every
+# platform's zip carries the same one.
+(cd "$ROOT" && CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $GO build -trimpath -buildvcs=false \
+	-ldflags "-s -w -X main.version=$VERSION" -o "$STAGE/flare-init" ./agent/cmd/flare-init)
+stamp "$STAGE/flare-init"
 for p in $PLATFORMS; do
 	os=${p%_*} arch=${p#*_}
 	exe=${NAME}_v${VERSION}
@@ -62,7 +70,8 @@ for p in $PLATFORMS; do
 	(cd "$ROOT" && CGO_ENABLED=0 GOOS=$os GOARCH=$arch $GO build -trimpath -buildvcs=false \
 		-ldflags "-s -w -X main.version=$VERSION" -o "$STAGE/$p/$exe" .)
 	stamp "$STAGE/$p/$exe"
-	(cd "$STAGE/$p" && zip -q -X "$OUT/${NAME}_${VERSION}_${p}.zip" "$exe")
+	cp -p "$STAGE/flare-init" "$STAGE/$p/flare-init"
+	(cd "$STAGE/$p" && zip -q -X "$OUT/${NAME}_${VERSION}_${p}.zip" "$exe" flare-init)
 	echo "release: ${NAME}_${VERSION}_${p}.zip ($(( $(date +%s) - t0 ))s)"
 done
 cp "$ROOT/terraform-registry-manifest.json" "$OUT/${NAME}_${VERSION}_manifest.json"

@@ -13,7 +13,10 @@ import (
 	"archive/zip"
 	"bytes"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -121,10 +124,17 @@ func TestReleaseLayout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(r.File) != 1 || r.File[0].Name != exe {
-			t.Errorf("%s holds %d files, want only %s", base, len(r.File), exe)
-		} else if !strings.HasPrefix(platform, "windows_") && r.File[0].Mode().Perm()&0o111 == 0 {
-			t.Errorf("%s: %s is not executable (%v)", base, exe, r.File[0].Mode())
+		// The provider, and flare-init (the CVM's /init, linux/amd64 and
+		// static on every platform) beside it for guest_init's default.
+		if len(r.File) != 2 || r.File[0].Name != exe || r.File[1].Name != "flare-init" {
+			t.Errorf("%s holds %d files, want %s and flare-init", base, len(r.File), exe)
+		} else {
+			if !strings.HasPrefix(platform, "windows_") && r.File[0].Mode().Perm()&0o111 == 0 {
+				t.Errorf("%s: %s is not executable (%v)", base, exe, r.File[0].Mode())
+			}
+			if err := checkGuestInit(r.File[1]); err != nil {
+				t.Errorf("%s: flare-init: %v", base, err)
+			}
 		}
 		r.Close()
 		for _, h := range []string{"registry.terraform.io", "registry.opentofu.org"} {
@@ -449,4 +459,34 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// checkGuestInit: an executable, static linux/amd64 ELF.
+func checkGuestInit(f *zip.File) error {
+	if f.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("not executable (%v)", f.Mode())
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return err
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		return err
+	}
+	e, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	if e.Machine != elf.EM_X86_64 || e.OSABI != elf.ELFOSABI_NONE && e.OSABI != elf.ELFOSABI_LINUX {
+		return fmt.Errorf("machine %v, OS ABI %v: want linux/amd64", e.Machine, e.OSABI)
+	}
+	for _, p := range e.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("dynamically linked: the initrd has no libc")
+		}
+	}
+	return nil
 }
