@@ -62,6 +62,15 @@ class Project:
     def root_ca(self, name: str = SERVER) -> Path:
         return self.kit(name) / "startup" / "rootCA.pem"
 
+    def operator_root_ca(self) -> Path:
+        """The operator's copy of the root certificate (flare_project's
+        root_ca_pem in state), not the one a kit carries: a project that
+        keeps its keys in Vault has no rootCA.pem in its CA directory."""
+        p = self.root / "operator-rootCA.pem"
+        if not p.exists():
+            p.write_text(self.output("root_ca_pem"))
+        return p
+
 
 def sha256_der_of_pem(pem_path: Path) -> str:
     from cryptography import x509

@@ -61,3 +61,9 @@ output "agent_kits" {
   description = "Agent kits (flare_agent_identity), by site."
   value       = { (flare_client.site2.name) = flare_agent_identity.site2.kit_dir }
 }
+
+# The operator's copy of the root certificate, from state: a project whose
+# keys live in Vault keeps no rootCA.pem on disk.
+output "root_ca_pem" {
+  value = flare_project.quickstart.root_ca_pem
+}

@@ -68,11 +68,11 @@ def test_outputs_name_every_kit(project):
 def test_every_kit_carries_the_project_root_ca(project):
     from nvflare.lighter.utils import cert_to_dict, load_crt, verify_cert
 
-    ca_pem = (project.ca_dir / "rootCA.pem").read_bytes()
+    ca_pem = project.operator_root_ca().read_bytes()
     for name in ALL_KITS:
         assert project.root_ca(name).read_bytes() == ca_pem, f"{name}: startup/rootCA.pem is not the project CA"
-    assert sha256_der_of_pem(project.ca_dir / "rootCA.pem") == project.output("root_ca_fingerprint")
-    root = load_crt(str(project.ca_dir / "rootCA.pem"))
+    assert sha256_der_of_pem(project.operator_root_ca()) == project.output("root_ca_fingerprint")
+    root = load_crt(str(project.operator_root_ca()))
     verify_cert(root, root.public_key())  # self-signed, PKCS#1 v1.5
     d = cert_to_dict(root)
     assert d["subject"] == {"commonName": PROJECT_NAME}
@@ -167,14 +167,14 @@ def test_other_project_does_not_chain_to_this_root(project, other_project):
     from nvflare.lighter.utils import load_crt, verify_cert
 
     assert other_project.output("root_ca_fingerprint") != project.output("root_ca_fingerprint")
-    root = load_crt(str(project.ca_dir / "rootCA.pem"))
+    root = load_crt(str(project.operator_root_ca()))
     for name in ALL_KITS:
         foreign = other_project.kit(name)
         cert = load_crt(str(foreign / "startup" / f"{cert_base(name)}.crt"))
         assert cert.subject == load_crt(str(project.kit(name) / "startup" / f"{cert_base(name)}.crt")).subject
         with pytest.raises(InvalidSignature):
             verify_cert(cert_to_be_verified=cert, root_ca_public_key=root.public_key())
-        assert not verify_folder(foreign / "startup", project.ca_dir / "rootCA.pem")
+        assert not verify_folder(foreign / "startup", project.operator_root_ca())
 
 
 # One byte changed in a signed file. runtime: what NVFlare's own startup check
@@ -206,7 +206,7 @@ TAMPER_CASES = [
 @pytest.mark.parametrize("name,rel,runtime_checked", TAMPER_CASES, ids=[f"{n}:{r}" for n, r, _ in TAMPER_CASES])
 def test_one_changed_byte_is_rejected(project, tmp_path, name, rel, runtime_checked):
     kit = copy_kit(project.kit(name), tmp_path / name)
-    true_root = project.ca_dir / "rootCA.pem"  # the operator's copy, not the possibly tampered one in the kit
+    true_root = project.operator_root_ca()  # the operator's copy, not the possibly tampered one in the kit
     folder, other = rel.split("/")[0], {"startup": "local", "local": "startup"}[rel.split("/")[0]]
     assert verify_folder(kit / folder, true_root), "precondition: the copy verifies"
 
