@@ -117,9 +117,15 @@ func (b *boot) run(ctx context.Context) error {
 		return err
 	}
 
-	drives, err := drivesBySerial("/sys/block")
-	if err != nil {
-		return err
+	// Drives appear as virtio_blk probes them; give them a few seconds.
+	var drives map[string]string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if drives, err = drivesBySerial("/sys/block"); err != nil {
+			return err
+		}
+		if allDrives(cfg, drives) || time.Now().After(deadline) {
+			break
+		}
 	}
 	rootDev, ok := drives[cfg.Root.Serial]
 	if !ok {

@@ -93,6 +93,19 @@ func drivesBySerial(sysBlock string) (map[string]string, error) {
 	return m, nil
 }
 
+// allDrives tells whether every drive of the config has appeared.
+func allDrives(c *guestconfig.Config, drives map[string]string) bool {
+	if _, ok := drives[c.Root.Serial]; !ok {
+		return false
+	}
+	for _, d := range c.Drives {
+		if _, ok := drives[d.Serial]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 func hasEnv(env []string, k string) bool {
 	for _, e := range env {
 		if strings.HasPrefix(e, k+"=") {
