@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/vault/api"
 
+	"github.com/flarekit/terraform-provider-flare/internal/cvm"
 	"github.com/flarekit/terraform-provider-flare/internal/luks"
 	"github.com/flarekit/terraform-provider-flare/internal/measure/measuretest"
 	"github.com/flarekit/terraform-provider-flare/kbs"
@@ -255,4 +256,24 @@ func fileWith(t *testing.T, dir string, secret []byte) string {
 		return nil
 	})
 	return found
+}
+
+func TestCCIssuersMismatch(t *testing.T) {
+	kit := t.TempDir()
+	issuers := []cvm.Issuer{{ID: "snp_authorizer"}, {ID: "mock_authorizer"}}
+	if w := ccIssuersMismatch(kit, nil); w != "" {
+		t.Errorf("no issuers anywhere: %q", w)
+	}
+	if w := ccIssuersMismatch(kit, issuers); !strings.Contains(w, "no CC configuration") {
+		t.Errorf("kit without cc: %q", w)
+	}
+	os.MkdirAll(filepath.Join(kit, "local"), 0o755)
+	os.WriteFile(filepath.Join(kit, "local", "cc_manager__p_resources.json"), []byte(`{"components":[{"id":"cc_manager",
+	  "args":{"cc_issuers_conf":[{"issuer_id":"mock_authorizer","token_expiration":100},{"issuer_id":"snp_authorizer","token_expiration":250}]}}]}`), 0o644)
+	if w := ccIssuersMismatch(kit, issuers); w != "" {
+		t.Errorf("same issuers in another order: %q", w)
+	}
+	if w := ccIssuersMismatch(kit, issuers[:1]); !strings.Contains(w, "make them the same") {
+		t.Errorf("different issuers: %q", w)
+	}
 }

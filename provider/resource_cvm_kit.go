@@ -152,7 +152,8 @@ func (r *cvmKitResource) Schema(_ context.Context, _ resource.SchemaRequest, res
 			"hosts_entries": schema.MapAttribute{Optional: true, ElementType: types.StringType,
 				MarkdownDescription: "Host name → address entries for the guest's /etc/hosts."},
 			"cc_issuers": schema.ListNestedAttribute{Optional: true,
-				MarkdownDescription: "Attestation token issuers (`id`, `path` of the Python class, `token_expiration` seconds; it must be below `check_frequency`).",
+				MarkdownDescription: "Attestation token issuers (`id`, `path` of the Python class, `token_expiration` seconds; it must be below `check_frequency`), recorded in `launch.json`. " +
+					"NVFlare in the CVM runs the issuers of its startup kit's CCManager (`flare_startup_kit.cc`); apply warns when the two differ.",
 				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
 					"id":               schema.StringAttribute{Required: true, MarkdownDescription: "Issuer id."},
 					"path":             schema.StringAttribute{Required: true, MarkdownDescription: "Python class path of the issuer."},
@@ -514,6 +515,9 @@ func (r *cvmKitResource) build(ctx context.Context, m *cvmKitModel, old *cvmKitM
 		return
 	}
 	participant := filepath.Base(filepath.Clean(kitDir))
+	if w := ccIssuersMismatch(kitDir, c.CCIssuers); w != "" {
+		diags.AddAttributeWarning(path.Root("cc_issuers"), "CC Issuers Differ From the Startup Kit's", w)
+	}
 	kr, d := m.keyRelease(ctx)
 	diags.Append(d...)
 	store, err := kr.store(ctx, r.data)
@@ -664,6 +668,45 @@ func (r *cvmKitResource) Delete(ctx context.Context, req resource.DeleteRequest,
 		}
 	}
 	os.Remove(filepath.Dir(state.KitDir.ValueString())) // the participant folder, if empty
+}
+
+// ccIssuersMismatch compares cc_issuers (recorded in launch.json) with the
+// issuers the CVM's NVFlare will run: those of the startup kit's CCManager
+// (flare_startup_kit.cc). "" when they agree.
+func ccIssuersMismatch(kitDir string, issuers []cvm.Issuer) string {
+	var want []string
+	for _, is := range issuers {
+		want = append(want, is.ID)
+	}
+	var got []string
+	if b, err := os.ReadFile(filepath.Join(kitDir, "local", "cc_manager__p_resources.json")); err == nil {
+		var res struct {
+			Components []struct {
+				Args struct {
+					Issuers []struct {
+						ID string `json:"issuer_id"`
+					} `json:"cc_issuers_conf"`
+				} `json:"args"`
+			} `json:"components"`
+		}
+		if json.Unmarshal(b, &res) == nil {
+			for _, c := range res.Components {
+				for _, is := range c.Args.Issuers {
+					got = append(got, is.ID)
+				}
+			}
+		}
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if slices.Equal(want, got) {
+		return ""
+	}
+	if len(got) == 0 {
+		return fmt.Sprintf("cc_issuers names %v, but the startup kit has no CC configuration, so NVFlare in the CVM runs no attestation "+
+			"checks: set cc on its flare_startup_kit (the issuers NVFlare runs), or drop cc_issuers here", want)
+	}
+	return fmt.Sprintf("cc_issuers names %v; NVFlare in the CVM runs the startup kit's %v (flare_startup_kit.cc), which launch.json should record: make them the same", want, got)
 }
 
 // keyReleaseDrift says what is missing at the broker's store for the kit
