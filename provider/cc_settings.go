@@ -9,11 +9,13 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/flarekit/terraform-provider-flare/internal/kit"
+	"github.com/flarekit/terraform-provider-flare/internal/project"
 )
 
 // ccModel is a startup kit's cc setting: NVFlare's cc_config (cc_issuers,
@@ -52,7 +54,8 @@ func ccAuthorizerAttributes() map[string]schema.Attribute {
 	}
 }
 
-// ccSchema is the cc attribute of flare_startup_kit.
+// ccSchema is the cc attribute of flare_startup_kit and of each entry of
+// flare_clients.
 func ccSchema() schema.SingleNestedAttribute {
 	issuer := ccAuthorizerAttributes()
 	issuer["token_expiration"] = schema.Int64Attribute{Required: true, Validators: []validator.Int64{int64validator.AtLeast(1)},
@@ -144,4 +147,22 @@ func ccKnown(ctx context.Context, v types.Object) bool {
 	}
 	tv, err := v.ToTerraformValue(ctx)
 	return err == nil && tv.IsFullyKnown()
+}
+
+// validateCCConfig checks a cc attribute (at) for the kit of self at plan
+// time, when all of it is known. The NVFlare line is checked at apply, when
+// the project's CA is open: here any line's features are allowed.
+func validateCCConfig(ctx context.Context, v types.Object, self project.Participant, at path.Path) diag.Diagnostics {
+	if !ccKnown(ctx, v) {
+		return nil
+	}
+	cc, diags := ccSettings(ctx, v)
+	if cc == nil || diags.HasError() {
+		return diags
+	}
+	anyLine := &kit.Line{CCClassAllowList: true}
+	if err := cc.Validate(self, anyLine); err != nil {
+		diags.AddAttributeError(at, "Invalid CC Setting", err.Error())
+	}
+	return diags
 }

@@ -69,6 +69,7 @@ type clientSpec struct {
 	Org            types.String  `tfsdk:"org"`
 	NumGPUs        types.Int64   `tfsdk:"num_gpus"`
 	MemPerGPUInGiB types.Float64 `tfsdk:"mem_per_gpu_in_gib"`
+	CC             types.Object  `tfsdk:"cc"`
 }
 
 // issuedClient is what apply knows of one client's kit. State keeps only
@@ -91,8 +92,8 @@ func (r *clientsResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 			"resource. Use it for large federations: Terraform's own cost per `for_each` instance grows with the " +
 			"instance count, while this resource issues keys in parallel and touches only the clients whose entry " +
 			"changed. Adding a client issues one certificate and writes one kit; removing one deletes its key and kit; " +
-			"a capacity change rewrites only that kit; a kit edited outside Terraform is rewritten by the next apply. " +
-			"Each kit is the same as `flare_startup_kit` writes for a `flare_client`.",
+			"a capacity or `cc` change rewrites only that kit; a kit edited outside Terraform is rewritten by the next apply. " +
+			"Each kit is the same as `flare_startup_kit` writes for a `flare_client` (with the client's `cc`, a CC kit).",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 				MarkdownDescription: "The output directory."},
@@ -125,6 +126,7 @@ func (r *clientsResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 						MarkdownDescription: "GPUs the site offers (0 when unset)."},
 					"mem_per_gpu_in_gib": schema.Float64Attribute{Optional: true, Validators: []validator.Float64{float64validator.AtLeast(0)},
 						MarkdownDescription: "Memory per GPU in GiB (0 when unset)."},
+					"cc": ccSchema(),
 				}},
 			},
 			"kit_sha256": schema.MapAttribute{Computed: true, ElementType: types.StringType,
@@ -135,15 +137,35 @@ func (r *clientsResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 	}
 }
 
-func (m *clientsModel) specs(ctx context.Context) (map[string]project.Participant, error) {
+// entries is clients as configured, by name.
+func (m *clientsModel) entries(ctx context.Context) (map[string]clientSpec, error) {
 	var raw map[string]clientSpec
 	if d := m.Clients.ElementsAs(ctx, &raw, false); d.HasError() {
 		return nil, fmt.Errorf("clients: %v", d)
 	}
+	return raw, nil
+}
+
+func (s clientSpec) participant(name string) project.Participant {
+	return project.Participant{Type: project.TypeClient, Name: name, Org: s.Org.ValueString(),
+		NumGPUs: int(s.NumGPUs.ValueInt64()), MemPerGPUInGiB: s.MemPerGPUInGiB.ValueFloat64()}
+}
+
+// kitChanged reports whether o and s give one client different kits with
+// the same key (org and rotation_trigger, which reissue, aside).
+func (s clientSpec) kitChanged(o clientSpec) bool {
+	return s.NumGPUs.ValueInt64() != o.NumGPUs.ValueInt64() || s.MemPerGPUInGiB.ValueFloat64() != o.MemPerGPUInGiB.ValueFloat64() ||
+		!s.CC.Equal(o.CC)
+}
+
+func (m *clientsModel) specs(ctx context.Context) (map[string]project.Participant, error) {
+	raw, err := m.entries(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := make(map[string]project.Participant, len(raw))
 	for name, s := range raw {
-		out[name] = project.Participant{Type: project.TypeClient, Name: name, Org: s.Org.ValueString(),
-			NumGPUs: int(s.NumGPUs.ValueInt64()), MemPerGPUInGiB: s.MemPerGPUInGiB.ValueFloat64()}
+		out[name] = s.participant(name)
 	}
 	return out, nil
 }
@@ -179,7 +201,22 @@ func (m *clientsModel) setIssued(ctx context.Context, issued map[string]issuedCl
 func (r *clientsResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
 	var m clientsModel
 	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
-	if resp.Diagnostics.HasError() || m.Server.IsUnknown() || m.Server.IsNull() {
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	// Each client's cc, as flare_startup_kit checks its cc.
+	for name, v := range m.Clients.Elements() {
+		obj, ok := v.(types.Object)
+		if !ok || obj.IsNull() || obj.IsUnknown() {
+			continue
+		}
+		var s clientSpec
+		if d := obj.As(ctx, &s, basetypesObjectAsOptions); d.HasError() {
+			continue
+		}
+		resp.Diagnostics.Append(validateCCConfig(ctx, s.CC, s.participant(name), path.Root("clients").AtMapKey(name).AtName("cc"))...)
+	}
+	if m.Server.IsUnknown() || m.Server.IsNull() {
 		return
 	}
 	srv, err := parseDescriptor(m.Server.ValueString())
@@ -218,6 +255,8 @@ func (r *clientsResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 		return
 	}
 	oldSpecs, _ := state.specs(ctx)
+	entries, _ := plan.entries(ctx)
+	oldEntries, _ := state.entries(ctx)
 	old := state.issued(ctx)
 	missing := false
 	for _, prev := range old {
@@ -248,7 +287,7 @@ func (r *clientsResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 		dirs[name] = types.StringValue(filepath.Join(plan.OutputDir.ValueString(), name))
 		prev, had := old[name]
 		o := oldSpecs[name]
-		if everything || !had || o.Org != p.Org || o.NumGPUs != p.NumGPUs || o.MemPerGPUInGiB != p.MemPerGPUInGiB ||
+		if everything || !had || o.Org != p.Org || entries[name].kitChanged(oldEntries[name]) ||
 			(written != nil && want[name] != prev.KitSHA256) {
 			digests[name] = types.StringUnknown()
 			changed = true
@@ -297,9 +336,10 @@ func (r *clientsResource) Update(ctx context.Context, req resource.UpdateRequest
 // clientWork is what apply does for one client.
 type clientWork struct {
 	p       project.Participant
-	reissue bool // new key and certificate
-	replace bool // ... in place of the client's current ones
-	rewrite bool // new kit with the existing key
+	cc      *kit.CC // the client's cc: a CC kit
+	reissue bool    // new key and certificate
+	replace bool    // ... in place of the client's current ones
+	rewrite bool    // new kit with the existing key
 	result  issuedClient
 	err     error
 }
@@ -330,12 +370,19 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 	}
 	out := plan.OutputDir.ValueString()
 
+	entries, err := plan.entries(ctx)
+	if err != nil {
+		diags.AddAttributeError(path.Root("clients"), "Invalid Clients", err.Error())
+		return
+	}
 	old := map[string]issuedClient{}
 	oldSpecs := map[string]project.Participant{}
+	oldEntries := map[string]clientSpec{}
 	serverChanged, archiveChanged := false, false
 	if state != nil {
 		old = state.issued(ctx)
 		oldSpecs, _ = state.specs(ctx)
+		oldEntries, _ = state.entries(ctx)
 		serverChanged = state.Server.ValueString() != plan.Server.ValueString() || !state.Relayed.Equal(plan.Relayed)
 		archiveChanged = state.Archive.ValueString() != plan.Archive.ValueString()
 	}
@@ -344,6 +391,14 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 	for name, p := range specs {
 		prev, had := old[name]
 		w := &clientWork{p: p, result: prev}
+		cc, d := ccSettings(ctx, entries[name].CC)
+		if d.HasError() {
+			for _, e := range d.Errors() {
+				diags.AddAttributeError(path.Root("clients").AtMapKey(name).AtName("cc"), e.Summary(), e.Detail())
+			}
+			continue
+		}
+		w.cc = cc
 		switch {
 		case !had:
 			taken, ok, err := participantNameTaken(ctx, store, name)
@@ -359,7 +414,7 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 			w.reissue = true
 		case oldSpecs[name].Org != p.Org:
 			w.reissue, w.replace = true, true
-		case oldSpecs[name].NumGPUs != p.NumGPUs || oldSpecs[name].MemPerGPUInGiB != p.MemPerGPUInGiB || serverChanged || archiveChanged || written[name] != prev.KitSHA256:
+		case entries[name].kitChanged(oldEntries[name]) || serverChanged || archiveChanged || written[name] != prev.KitSHA256:
 			w.rewrite = true
 		}
 		work = append(work, w)
@@ -510,7 +565,7 @@ func (r *clientsResource) applyClient(ctx context.Context, w *clientWork, shared
 	}
 	k, err := kit.Build(kit.Input{Project: ca.Cert.Subject.CommonName, Participant: p, Server: server,
 		RootCAPEM: shared.rootPEM, CertPEM: certPEM, KeyPEM: pki.KeyPEM(key), Signer: ca.Signer, Signatures: shared.sigs,
-		Line: shared.line, RelayedClients: shared.relayed})
+		Line: shared.line, RelayedClients: shared.relayed, CC: w.cc})
 	if err != nil {
 		return err
 	}

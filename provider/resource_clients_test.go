@@ -149,3 +149,79 @@ func TestAccClients(t *testing.T) {
 		},
 	})
 }
+
+// clientsMockCC is a client's cc with NVFlare's MockAuthorizer, on one line
+// for clientsConfig.
+const clientsMockCC = `, cc = { issuers = [{ id = "mock_authorizer", path = "nvflare.app_opt.confidential_computing.mock_authorizer.MockAuthorizer", token_expiration = 100 }], check_frequency = 120, enabled_sites = ["server1", "site-1"] }`
+
+// TestAccClients_CC: a client's cc makes its kit a CC kit, as
+// flare_startup_kit's cc does, and leaves the other clients' kits alone.
+func TestAccClients_CC(t *testing.T) {
+	dir := t.TempDir()
+	kits := filepath.Join(dir, "kits")
+	ccFile := func(name string) string { return filepath.Join(kits, name, "local", "cc_manager__p_resources.json") }
+	onlySite1 := func(*terraform.State) error {
+		if _, err := os.Stat(ccFile("site-1")); err != nil {
+			return fmt.Errorf("site-1 is a CC client: %w", err)
+		}
+		for _, p := range []string{ccFile("site-2"), filepath.Join(kits, "site-2", "local", "mock_authorizer__p_resources.json")} {
+			if _, err := os.Stat(p); !os.IsNotExist(err) {
+				return fmt.Errorf("site-2 has no cc, but %s exists", p)
+			}
+		}
+		return nil
+	}
+	var before map[string]int64
+	site2Untouched := func(*terraform.State) error {
+		after := mtimes(t, kits)
+		for p, m := range before {
+			if strings.HasPrefix(p, filepath.Join(kits, "site-2")+string(filepath.Separator)) && after[p] != m {
+				return fmt.Errorf("%s was rewritten", p)
+			}
+		}
+		return nil
+	}
+	withCC := map[string]string{"site-1": clientsMockCC, "site-2": ""}
+	empty := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				// Checked at plan time, as flare_startup_kit's cc.
+				Config:      clientsConfig(dir, map[string]string{"site-1": strings.Replace(clientsMockCC, "token_expiration = 100", "token_expiration = 500", 1), "site-2": ""}),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`(?s)Invalid CC Setting.*token_expiration 500 must be at least 1 and below\s+check_frequency`),
+			},
+			{
+				Config: clientsConfig(dir, withCC),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					onlySite1,
+					checkJSONField(ccFile("site-1"), []string{"components", "0", "args", "verify_frequency"}, float64(120)),
+					checkKits(kits, map[string]string{"site-1": "client", "site-2": "client"}),
+				),
+			},
+			{Config: clientsConfig(dir, withCC), ConfigPlanChecks: empty},
+			{
+				// Dropping cc rewrites only that kit, without the CC files.
+				PreConfig: func() { before = mtimes(t, kits) },
+				Config:    clientsConfig(dir, map[string]string{"site-1": "", "site-2": ""}),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					site2Untouched,
+					func(*terraform.State) error {
+						if _, err := os.Stat(ccFile("site-1")); !os.IsNotExist(err) {
+							return fmt.Errorf("site-1's cc was removed, but its kit still has %s", ccFile("site-1"))
+						}
+						return nil
+					},
+					checkKits(kits, map[string]string{"site-1": "client"}),
+				),
+			},
+			{
+				PreConfig: func() { before = mtimes(t, kits) },
+				Config:    clientsConfig(dir, withCC),
+				Check:     resource.ComposeAggregateTestCheckFunc(site2Untouched, onlySite1, checkKits(kits, map[string]string{"site-1": "client"})),
+			},
+			{Config: clientsConfig(dir, withCC), ConfigPlanChecks: empty},
+		},
+	})
+}

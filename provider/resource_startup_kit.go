@@ -147,17 +147,8 @@ func (r *startupKitResource) ValidateConfig(ctx context.Context, req resource.Va
 		resp.Diagnostics.AddAttributeError(path.Root(err.Field), "Invalid Startup Kit Inputs", err.Error())
 		return
 	}
-	// The CC setting against the participant (the line is checked at apply,
-	// when the project's CA is open).
-	if ccKnown(ctx, m.CC) {
-		cc, diags := ccSettings(ctx, m.CC)
-		if resp.Diagnostics.Append(diags...); cc != nil && !diags.HasError() {
-			anyLine := &kit.Line{CCClassAllowList: true}
-			if err := cc.Validate(self.Participant, anyLine); err != nil {
-				resp.Diagnostics.AddAttributeError(path.Root("cc"), "Invalid CC Setting", err.Error())
-			}
-		}
-	}
+	// The CC setting against the participant.
+	resp.Diagnostics.Append(validateCCConfig(ctx, m.CC, self.Participant, path.Root("cc"))...)
 }
 
 // descriptors parses and cross-checks participant, server and relay.
