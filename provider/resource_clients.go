@@ -70,6 +70,7 @@ type clientSpec struct {
 	NumGPUs        types.Int64   `tfsdk:"num_gpus"`
 	MemPerGPUInGiB types.Float64 `tfsdk:"mem_per_gpu_in_gib"`
 	CC             types.Object  `tfsdk:"cc"`
+	Trigger        types.String  `tfsdk:"rotation_trigger"`
 }
 
 // issuedClient is what apply knows of one client's kit. State keeps only
@@ -127,6 +128,11 @@ func (r *clientsResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 					"mem_per_gpu_in_gib": schema.Float64Attribute{Optional: true, Validators: []validator.Float64{float64validator.AtLeast(0)},
 						MarkdownDescription: "Memory per GPU in GiB (0 when unset)."},
 					"cc": ccSchema(),
+					rotationTrigger: entryRotationTriggerAttribute("the client's",
+						"apply issues this client a new private key and certificate and writes its kit again; the other clients, "+
+							"their keys and kits are untouched (`terraform apply -replace` of this resource would rotate every client)",
+						"A client whose key is lost is never given a new one by itself (the plan fails and says how to restore it); "+
+							"changing its `rotation_trigger` is how to give it a new key on purpose, as `-replace` does for `flare_client`."),
 				}},
 			},
 			"kit_sha256": schema.MapAttribute{Computed: true, ElementType: types.StringType,
@@ -150,6 +156,9 @@ func (s clientSpec) participant(name string) project.Participant {
 	return project.Participant{Type: project.TypeClient, Name: name, Org: s.Org.ValueString(),
 		NumGPUs: int(s.NumGPUs.ValueInt64()), MemPerGPUInGiB: s.MemPerGPUInGiB.ValueFloat64()}
 }
+
+// rotated reports whether s rotates the key of the client o was.
+func (s clientSpec) rotated(o clientSpec) bool { return !s.Trigger.Equal(o.Trigger) }
 
 // kitChanged reports whether o and s give one client different kits with
 // the same key (org and rotation_trigger, which reissue, aside).
@@ -264,14 +273,15 @@ func (r *clientsResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	}
 	if store, _, err := r.storeFor(ctx, state.ProjectID.ValueString()); missing && err == nil {
 		for name, p := range specs {
-			if prev, had := old[name]; had && prev.KitSHA256 == digestKeyMissing && oldSpecs[name].Org == p.Org {
+			if prev, had := old[name]; had && prev.KitSHA256 == digestKeyMissing && oldSpecs[name].Org == p.Org && !entries[name].rotated(oldEntries[name]) {
 				msg := "its private key is missing or does not match its certificate"
 				if _, _, err := checkClientKey(ctx, store, name); err != nil {
 					msg = err.Error()
 				}
 				resp.Diagnostics.AddAttributeError(path.Root("clients").AtMapKey(name), "Client Key Missing",
 					keyMissingDetail("flare_clients client", name, msg, store.Restore()+
-						" To give only this client a new key, remove it from clients in one apply (its key and kit are deleted) and add it back in the next."))
+						" To give only this client a new key, change its "+rotationTrigger+" in clients and run terraform apply "+
+						"(or remove it from clients in one apply, which deletes its key and kit, and add it back in the next)."))
 			}
 		}
 		if resp.Diagnostics.HasError() {
@@ -287,7 +297,7 @@ func (r *clientsResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 		dirs[name] = types.StringValue(filepath.Join(plan.OutputDir.ValueString(), name))
 		prev, had := old[name]
 		o := oldSpecs[name]
-		if everything || !had || o.Org != p.Org || entries[name].kitChanged(oldEntries[name]) ||
+		if everything || !had || o.Org != p.Org || entries[name].rotated(oldEntries[name]) || entries[name].kitChanged(oldEntries[name]) ||
 			(written != nil && want[name] != prev.KitSHA256) {
 			digests[name] = types.StringUnknown()
 			changed = true
@@ -412,7 +422,7 @@ func (r *clientsResource) apply(ctx context.Context, plan, state *clientsModel, 
 				continue
 			}
 			w.reissue = true
-		case oldSpecs[name].Org != p.Org:
+		case oldSpecs[name].Org != p.Org || entries[name].rotated(oldEntries[name]):
 			w.reissue, w.replace = true, true
 		case entries[name].kitChanged(oldEntries[name]) || serverChanged || archiveChanged || written[name] != prev.KitSHA256:
 			w.rewrite = true

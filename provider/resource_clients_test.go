@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -222,6 +223,109 @@ func TestAccClients_CC(t *testing.T) {
 				Check:     resource.ComposeAggregateTestCheckFunc(site2Untouched, onlySite1, checkKits(kits, map[string]string{"site-1": "client"})),
 			},
 			{Config: clientsConfig(dir, withCC), ConfigPlanChecks: empty},
+		},
+	})
+}
+
+// TestAccClients_RotationTrigger: a client's rotation_trigger rotates that
+// client's key and certificate only (an update of flare_clients, not a
+// replacement); an unchanged value plans nothing; a lost key is an error
+// until the client's trigger changes, which gives it a new key on purpose.
+func TestAccClients_RotationTrigger(t *testing.T) {
+	dir := t.TempDir()
+	kits := filepath.Join(dir, "kits")
+	names := []string{"site-1", "site-2", "site-3"}
+	config := func(triggers map[string]string) string {
+		clients := map[string]string{}
+		for _, n := range names {
+			clients[n] = ""
+			if tr := triggers[n]; tr != "" {
+				clients[n] = fmt.Sprintf(", rotation_trigger = %q", tr)
+			}
+		}
+		return clientsConfig(dir, clients)
+	}
+	// Fingerprints of each client's certificate and key, as in its kit and
+	// in the CA directory.
+	fingerprints := func() map[string]string {
+		out := map[string]string{}
+		for _, n := range names {
+			for _, p := range []string{
+				filepath.Join(kits, n, "startup", "client.crt"), filepath.Join(kits, n, "startup", "client.key"),
+				filepath.Join(dir, "ca", "participants", n+".crt"), filepath.Join(dir, "ca", "participants", n+".key"),
+			} {
+				b, err := os.ReadFile(p)
+				if os.IsNotExist(err) && strings.HasSuffix(p, ".key") && strings.Contains(p, "participants") {
+					continue // a lost key (below)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[p] = fmt.Sprintf("%x", sha256.Sum256(b))
+			}
+		}
+		return out
+	}
+	var before map[string]string
+	var beforeTimes map[string]int64
+	remember := func() { before, beforeTimes = fingerprints(), mtimes(t, kits) }
+	rotatedOnly := func(rotated ...string) resource.TestCheckFunc {
+		return func(*terraform.State) error {
+			now, times := fingerprints(), mtimes(t, kits)
+			for p, fp := range before {
+				var mine bool
+				for _, n := range rotated {
+					mine = mine || strings.Contains(p, string(filepath.Separator)+n+string(filepath.Separator)) || strings.HasSuffix(p, string(filepath.Separator)+n+filepath.Ext(p))
+				}
+				if mine && now[p] == fp {
+					return fmt.Errorf("%s: not rotated", p)
+				}
+				if !mine && now[p] != fp {
+					return fmt.Errorf("%s changed, but only %v rotate", p, rotated)
+				}
+			}
+			for p, m := range beforeTimes {
+				mine := false
+				for _, n := range rotated {
+					mine = mine || strings.HasPrefix(p, filepath.Join(kits, n)+string(filepath.Separator))
+				}
+				if !mine && times[p] != m {
+					return fmt.Errorf("%s was rewritten, but only %v rotate", p, rotated)
+				}
+			}
+			return checkKits(kits, map[string]string{"site-1": "client", "site-2": "client", "site-3": "client"})(nil)
+		}
+	}
+	update := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("flare_clients.sites", plancheck.ResourceActionUpdate)}}
+	empty := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{Config: config(nil)},
+			// Setting it rotates site-1 only ...
+			{PreConfig: remember, Config: config(map[string]string{"site-1": "2027-01"}), ConfigPlanChecks: update, Check: rotatedOnly("site-1")},
+			// ... an unchanged value plans nothing ...
+			{Config: config(map[string]string{"site-1": "2027-01"}), ConfigPlanChecks: empty},
+			// ... a new value rotates again, and removing it too.
+			{PreConfig: remember, Config: config(map[string]string{"site-1": "2027-02"}), ConfigPlanChecks: update, Check: rotatedOnly("site-1")},
+			{PreConfig: remember, Config: config(nil), ConfigPlanChecks: update, Check: rotatedOnly("site-1")},
+			{Config: config(nil), ConfigPlanChecks: empty},
+			// A lost key is an error that names the trigger ...
+			{
+				PreConfig:   func() { os.Remove(filepath.Join(dir, "ca", "participants", "site-3.key")) },
+				Config:      config(nil),
+				PlanOnly:    true,
+				ExpectError: regexp.MustCompile(`(?s)Client\s+Key\s+Missing.*change\s+its\s+rotation_trigger`),
+			},
+			// ... and changing site-3's trigger gives it a new key, and only it.
+			{
+				PreConfig: func() {
+					// site-3's key is gone: the rest is compared.
+					remember()
+				},
+				Config: config(map[string]string{"site-3": "lost-2027-03"}), ConfigPlanChecks: update, Check: rotatedOnly("site-3"),
+			},
+			{Config: config(map[string]string{"site-3": "lost-2027-03"}), ConfigPlanChecks: empty},
 		},
 	})
 }

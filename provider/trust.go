@@ -41,12 +41,31 @@ func rotationTriggerAttribute(what string) schema.StringAttribute {
 		Optional:      true,
 		PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 		Validators:    []validator.String{stringvalidator.LengthAtLeast(1)},
-		MarkdownDescription: "Rotates " + what + " key on purpose: any string (a date such as `\"2027-01\"`, a ticket number); " +
-			"when it changes (set, changed or removed), the plan replaces this resource, which issues a new private key and " +
-			"certificate, and every kit made from it is written again. An unchanged value plans nothing. It is " +
-			"`terraform apply -replace=<address>` recorded in the configuration; a key that is lost is never replaced by " +
-			"itself (refresh fails and says how to restore it), and with `-refresh=false` a changed `rotation_trigger` " +
-			"replaces it as `-replace` does.",
+		MarkdownDescription: rotationTriggerDescription(what,
+			"the plan replaces this resource, which issues a new private key and certificate, and every kit made from it is written again",
+			"It is `terraform apply -replace=<address>` recorded in the configuration; a key that is lost is never replaced by "+
+				"itself (refresh fails and says how to restore it), and with `-refresh=false` a changed `rotation_trigger` "+
+				"replaces it as `-replace` does."),
+	}
+}
+
+// rotationTriggerDescription is the one description of rotation_trigger:
+// what a change does (onChange) and how it relates to -replace and lost
+// keys on this resource (tail).
+func rotationTriggerDescription(what, onChange, tail string) string {
+	return "Rotates " + what + " key on purpose: any string (a date such as `\"2027-01\"`, a ticket number); " +
+		"when it changes (set, changed or removed), " + onChange + ". An unchanged value plans nothing. " + tail
+}
+
+// entryRotationTriggerAttribute is rotation_trigger on one entry of a
+// resource that holds many key holders (flare_clients): the same values and
+// meaning, but a change rotates that entry only, in an update of the
+// resource, not a replacement of all of it.
+func entryRotationTriggerAttribute(what, onChange, tail string) schema.StringAttribute {
+	return schema.StringAttribute{
+		Optional:            true,
+		Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
+		MarkdownDescription: rotationTriggerDescription(what, onChange, tail),
 	}
 }
 
