@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,11 +41,12 @@ type Server struct {
 	limiter loginLimiter
 	once    sync.Once
 	metrics *metrics
+	keys    atomic.Pointer[keyPool] // StartKeyPool; nil: every kit makes its key inline
 }
 
 // Handler routes the API under every prefix, plus /healthz and /metrics.
 func (s *Server) Handler() http.Handler {
-	s.once.Do(func() { s.metrics = newMetrics() })
+	s.once.Do(func() { s.metrics = newMetrics(s.keyPoolStats) })
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", s.metrics.handler())

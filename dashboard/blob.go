@@ -97,7 +97,8 @@ type blobError struct {
 func (e *blobError) Error() string { return fmt.Sprint(e.body["status"]) }
 
 // buildKit issues a fresh key and certificate for p (as NVFlare does on
-// every download) and returns the kit's encrypted zip.
+// every download; the key from the pool of pre-generated keys when one is
+// ready, used for this kit only) and returns the kit's encrypted zip.
 func (s *Server) buildKit(p project.Participant, proj *Project, server project.Participant, pin string) ([]byte, error) {
 	if err := p.Validate(); err != nil {
 		return nil, &blobError{422, obj{"status": "invalid participant: " + err.Error()}}
@@ -110,7 +111,7 @@ func (s *Server) buildKit(p project.Participant, proj *Project, server project.P
 	if err != nil {
 		return nil, err
 	}
-	key, err := pki.GenerateKey()
+	key, err := s.participantKey()
 	if err != nil {
 		return nil, err
 	}

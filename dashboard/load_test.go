@@ -65,6 +65,28 @@ type loadRun struct {
 	Server string
 	Phases []*phaseStats
 	Kits   map[string][]byte // site name → downloaded zip, when kept
+	Pool   string            // ours: key pool hits and misses from /metrics after the run
+}
+
+// keyPoolMetrics reads the key pool's counters from ours' /metrics.
+func keyPoolMetrics(tb testing.TB, url string) string {
+	tb.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	val := func(name string) string {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				return v
+			}
+		}
+		return "?"
+	}
+	return fmt.Sprintf("%s hits, %s misses, %s keys ready at the end",
+		val("flare_dashboard_key_pool_hits_total"), val("flare_dashboard_key_pool_misses_total"), val("flare_dashboard_key_pool_keys"))
 }
 
 func (r *loadRun) errors() int {
@@ -332,7 +354,9 @@ func checkLoadKits(t *testing.T, run *loadRun, want int) {
 	}
 }
 
-// startOursForLoad serves ours (SQLite in a temporary folder) on 127.0.0.1.
+// startOursForLoad serves ours (SQLite in a temporary folder) on 127.0.0.1,
+// with flare-dashboard's default key pool (DefaultKeyPool keys;
+// BENCH_DASHBOARD_KEY_POOL overrides it, 0 included, for comparisons).
 func startOursForLoad(tb testing.TB) string {
 	tb.Helper()
 	cred, _ := ParseCredential(diffCred)
@@ -341,6 +365,7 @@ func startOursForLoad(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	s.Log = nil
+	s.StartKeyPool(loadKeyPool())
 	ts := httptest.NewServer(s.Handler())
 	tb.Cleanup(func() { ts.Close(); s.Close() })
 	return ts.URL + "/api/v1"
@@ -381,6 +406,15 @@ func TestLoadSmoke(t *testing.T) {
 	})
 }
 
+// loadKeyPool is ours' key pool size under load: BENCH_DASHBOARD_KEY_POOL
+// (0 or more), else DefaultKeyPool.
+func loadKeyPool() int {
+	if v, err := strconv.Atoi(os.Getenv("BENCH_DASHBOARD_KEY_POOL")); err == nil && v >= 0 {
+		return v
+	}
+	return DefaultKeyPool
+}
+
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return v
@@ -405,10 +439,12 @@ func BenchmarkDashboardLoad(b *testing.B) {
 	var runs []*loadRun
 	for b.Loop() {
 		runs = runs[:0]
-		ours, err := runLoad(ctx, "ours", startOursForLoad(b), diffAdmin, diffPass, spec, false)
+		base := startOursForLoad(b)
+		ours, err := runLoad(ctx, "ours", base, diffAdmin, diffPass, spec, false)
 		if err != nil {
 			b.Fatal(err)
 		}
+		ours.Pool = keyPoolMetrics(b, strings.TrimSuffix(base, "/api/v1")+"/metrics")
 		theirs, err := runLoad(ctx, "nvflare", startNVFlare(b, py), diffAdmin, diffPass, spec, false)
 		if err != nil {
 			b.Fatal(err)
@@ -482,10 +518,13 @@ func writeLoadSection(path string, spec loadSpec, ours, theirs *loadRun, nvflare
 		"(`nvflare.dashboard.wsgi`, Werkzeug's threaded server, SQLite). The load generator is a Go HTTP client "+
 		"in the benchmark's process. %d users sign up (%d at a time); %d of them log in and each registers one site "+
 		"(%d at a time); the project admin approves the %d sites (%d at a time); then %d site owners download their "+
-		"client kits at the same moment (each kit a new RSA-2048 key and certificate, zipped under a PIN). "+
+		"client kits at the same moment (each kit a new RSA-2048 key and certificate, zipped under a PIN; "+
+		"ours takes the key from its pool of pre-generated keys when one is ready, `--key-pool %d`%s, "+
+		"made by GOMAXPROCS-1 = %d background worker(s) from server start, and generates it inline otherwise). "+
 		"The project is frozen beforehand (untimed). An error is any unexpected status or body; *skipped* calls were not made "+
 		"because an earlier phase failed for that user or site (latencies are of the calls made).\n\n",
-		spec.Users, spec.Concurrency, spec.Sites, spec.Concurrency, spec.Sites, spec.Concurrency, min(spec.Downloads, spec.Sites))
+		spec.Users, spec.Concurrency, spec.Sites, spec.Concurrency, spec.Sites, spec.Concurrency, min(spec.Downloads, spec.Sites),
+		loadKeyPool(), map[bool]string{true: " (the default)"}[loadKeyPool() == DefaultKeyPool], keyPoolWorkers())
 	fmt.Fprintf(&w, "| phase | requests | in flight | ours p50 | ours p99 | NVFlare p50 | NVFlare p99 | p99 ours/NVFlare | errors ours / NVFlare | skipped ours / NVFlare | wall ours / NVFlare |\n")
 	fmt.Fprintf(&w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	met := true
@@ -506,6 +545,9 @@ func writeLoadSection(path string, spec loadSpec, ours, theirs *loadRun, nvflare
 	}
 	errs := fmt.Sprintf("ours %d, NVFlare %d", ours.errors(), theirs.errors())
 	fmt.Fprintf(&w, "Goal (p99 at most 1/5 of NVFlare's, 0 errors): p99 %s; errors: %s.\n", goal, errs)
+	if ours.Pool != "" {
+		fmt.Fprintf(&w, "\nOurs' key pool over the run (`/metrics`): %s.\n", ours.Pool)
+	}
 	for _, r := range []*loadRun{ours, theirs} {
 		for _, p := range r.Phases {
 			if p.FirstErr != "" {

@@ -110,7 +110,10 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 }
 
-func newMetrics() *metrics {
+// poolStatsFunc gives the key pool's size (keys ready), hits and misses.
+type poolStatsFunc func() (ready int, hits, misses uint64)
+
+func newMetrics(pool poolStatsFunc) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -122,7 +125,16 @@ func newMetrics() *metrics {
 		}, []string{"route"}),
 	}
 	m.registry.MustRegister(m.requests, m.duration,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flare_dashboard_key_pool_keys", Help: "Pre-generated participant keys ready for kit downloads (--key-pool).",
+		}, func() float64 { n, _, _ := pool(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flare_dashboard_key_pool_hits_total", Help: "Kit downloads whose key came from the key pool.",
+		}, func() float64 { _, h, _ := pool(); return float64(h) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "flare_dashboard_key_pool_misses_total", Help: "Kit downloads that generated their key inline (pool empty or disabled).",
+		}, func() float64 { _, _, m := pool(); return float64(m) }))
 	return m
 }
 

@@ -113,5 +113,8 @@ func randomPassword(n int) (string, error) {
 	return string(b), nil
 }
 
-// Close closes the database.
-func (s *Server) Close() error { return s.Store.Close() }
+// Close stops the key pool (dropping its keys) and closes the database.
+func (s *Server) Close() error {
+	s.keys.Load().close()
+	return s.Store.Close()
+}

@@ -29,6 +29,7 @@
 # driver at 20/10/10 and checks errors and kit contents, not timings.
 #   BENCH_DASHBOARD_USERS=1000 BENCH_DASHBOARD_SITES=500
 #   BENCH_DASHBOARD_DOWNLOADS=200 BENCH_DASHBOARD_CONCURRENCY=50
+#   BENCH_DASHBOARD_KEY_POOL=32  ours' --key-pool (from the environment; default flare-dashboard's)
 
 BENCH_SIZES       ?= 10,100,1000
 BENCH_PARALLELISM ?= 4

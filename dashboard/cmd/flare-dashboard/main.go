@@ -1,7 +1,10 @@
 // Command flare-dashboard serves an NVIDIA FLARE Dashboard API
 // (API-compatible with NVFlare's own) from one folder.
 //
-//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org] [--passphrase P] [--database-url URL] [--vault-transit MOUNT/KEY] [--ui DIR]
+//	flare-dashboard serve --folder DIR [--port 8443] [--host 127.0.0.1] [--cred email:password:org] [--passphrase P] [--database-url URL] [--vault-transit MOUNT/KEY] [--ui DIR] [--key-pool N]
+//
+// --key-pool N (default 32; 0 disables) keeps up to N participant keys
+// generated ahead of kit downloads on spare cores, in memory only.
 //
 // --vault-transit <mount>/<key> (VAULT_ADDR, VAULT_TOKEN from the
 // environment) keeps the root CA key in Vault Transit: the Dashboard signs
@@ -38,7 +41,7 @@ func main() {
 	}
 }
 
-const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org] [--passphrase P] [--database-url URL] [--vault-transit MOUNT/KEY] [--ui DIR]`
+const usage = `usage: flare-dashboard serve --folder DIR [--port N] [--host ADDR] [--cred email:password:org] [--passphrase P] [--database-url URL] [--vault-transit MOUNT/KEY] [--ui DIR] [--key-pool N]`
 
 func run(args []string) error {
 	if len(args) == 0 || args[0] != "serve" {
@@ -52,12 +55,16 @@ func run(args []string) error {
 	passphrase := fs.String("passphrase", os.Getenv("NVFL_DASHBOARD_PP"), "passphrase sealing the root CA key in the database (default $NVFL_DASHBOARD_PP; none: plain, as NVFlare's)")
 	dbURL := fs.String("database-url", os.Getenv("DATABASE_URL"), "database: postgres://user:password@host/db for PostgreSQL (replicas share it), sqlite:///path, or empty for <folder>/db.sqlite (default $DATABASE_URL)")
 	transit := fs.String("vault-transit", os.Getenv("FLARE_DASHBOARD_VAULT_TRANSIT"), "sign with this Vault Transit key, <mount>/<key> (created non-exportable if missing), so the Dashboard never holds the root CA key; Vault from VAULT_ADDR, VAULT_TOKEN (VAULT_CACERT, VAULT_NAMESPACE, ...) (default $FLARE_DASHBOARD_VAULT_TRANSIT)")
+	keyPool := fs.Int("key-pool", dashboard.DefaultKeyPool, "participant keys (RSA-2048) kept generated ahead of kit downloads by GOMAXPROCS-1 background workers, in memory only, each used once; 0 disables (every kit makes its key inline)")
 	ui := fs.String("ui", "", "serve NVFlare's web UI from this folder (nvflare/dashboard/application/static of an nvflare install)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if *folder == "" {
 		return errors.New("--folder is required\n" + usage)
+	}
+	if *keyPool < 0 {
+		return fmt.Errorf("--key-pool %d: use 0 (off) or more", *keyPool)
 	}
 	var c *dashboard.Credential
 	if *cred != "" {
@@ -91,6 +98,7 @@ func run(args []string) error {
 		fmt.Printf("root CA key: Vault Transit %s/%s at %s (new projects freeze around its latest version)\n", mount, key, v.Config.EffectiveAddress())
 	}
 	srv.UIDir = *ui
+	srv.StartKeyPool(*keyPool)
 	ln, err := net.Listen("tcp", net.JoinHostPort(*host, fmt.Sprint(*port)))
 	if err != nil {
 		return err

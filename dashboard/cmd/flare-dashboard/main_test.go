@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,6 +34,9 @@ func TestServe(t *testing.T) {
 	}
 	if err := exec.Command(bin, "serve", "--folder", dir+"/x", "--cred", "a@b.c:pw").Run(); err == nil {
 		t.Fatal("two-part --cred accepted")
+	}
+	if err := exec.Command(bin, "serve", "--folder", dir+"/x", "--key-pool", "-1").Run(); err == nil {
+		t.Fatal("--key-pool -1 accepted")
 	}
 
 	cmd := exec.Command(bin, "serve", "--folder", filepath.Join(dir, "dash"), "--port", "0")
@@ -85,6 +89,18 @@ func TestServe(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || r["status"] != "ok" {
 		t.Fatalf("login: %d %v", resp.StatusCode, r)
+	}
+	// The default key pool is on: its gauge and counters are in /metrics.
+	resp, err = http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"flare_dashboard_key_pool_keys ", "flare_dashboard_key_pool_hits_total 0", "flare_dashboard_key_pool_misses_total 0"} {
+		if !strings.Contains(string(metrics), m) {
+			t.Errorf("/metrics has no %q", m)
+		}
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
