@@ -678,25 +678,7 @@ func ccIssuersMismatch(kitDir string, issuers []cvm.Issuer) string {
 	for _, is := range issuers {
 		want = append(want, is.ID)
 	}
-	var got []string
-	if b, err := os.ReadFile(filepath.Join(kitDir, "local", "cc_manager__p_resources.json")); err == nil {
-		var res struct {
-			Components []struct {
-				Args struct {
-					Issuers []struct {
-						ID string `json:"issuer_id"`
-					} `json:"cc_issuers_conf"`
-				} `json:"args"`
-			} `json:"components"`
-		}
-		if json.Unmarshal(b, &res) == nil {
-			for _, c := range res.Components {
-				for _, is := range c.Args.Issuers {
-					got = append(got, is.ID)
-				}
-			}
-		}
-	}
+	got, _ := kit.CCIssuerIDs(kitDir) // an unreadable file reads as no CC, and warns
 	slices.Sort(want)
 	slices.Sort(got)
 	if slices.Equal(want, got) {

@@ -3,7 +3,11 @@ package kit
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -245,7 +249,7 @@ func (c *CC) ccFiles(self, server project.Participant) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	files = append(files, File{Path: "local/" + ccManagerID + "__p_resources.json", Mode: modeFile, Data: data})
+	files = append(files, File{Path: ccManagerFile, Mode: modeFile, Data: data})
 	for _, a := range auths {
 		if data, err = resources(component{a.ID, a.Path, a.Args}); err != nil {
 			return nil, fmt.Errorf("cc: authorizer %q args: %w", a.ID, err)
@@ -268,4 +272,38 @@ func classAllowList(line *Line, cc *CC) []string {
 		}
 	}
 	return out
+}
+
+// ccManagerFile is the CCManager component's file in a kit.
+const ccManagerFile = "local/" + ccManagerID + "__p_resources.json"
+
+// CCIssuerIDs returns the ids of the issuers the CCManager of the kit at
+// kitDir runs (its cc_issuers_conf); none when the kit has no CC files.
+func CCIssuerIDs(kitDir string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(kitDir, filepath.FromSlash(ccManagerFile)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var res struct {
+		Components []struct {
+			Args struct {
+				Issuers []struct {
+					ID string `json:"issuer_id"`
+				} `json:"cc_issuers_conf"`
+			} `json:"args"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("%s: %w", ccManagerFile, err)
+	}
+	var ids []string
+	for _, c := range res.Components {
+		for _, is := range c.Args.Issuers {
+			ids = append(ids, is.ID)
+		}
+	}
+	return ids, nil
 }
