@@ -118,16 +118,22 @@ func NeedHost(t testing.TB) Host {
 // BuildAgent compiles flare-agent (static, CGO off) into dir and returns
 // the binary's path.
 func BuildAgent(t testing.TB, dir string) string {
+	return BuildStatic(t, dir, "flare-agent", "github.com/flarekit/terraform-provider-flare/agent/cmd/flare-agent")
+}
+
+// BuildStatic compiles the package pkg (static, CGO off) into dir/name and
+// returns the binary's path.
+func BuildStatic(t testing.TB, dir, name, pkg string) string {
 	t.Helper()
-	out := filepath.Join(dir, "flare-agent")
+	out := filepath.Join(dir, name)
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goBin); err != nil {
 		goBin = "go"
 	}
-	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", out, "github.com/flarekit/terraform-provider-flare/agent/cmd/flare-agent")
+	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build flare-agent: %v\n%s", err, b)
+		t.Fatalf("go build %s: %v\n%s", name, err, b)
 	}
 	return out
 }

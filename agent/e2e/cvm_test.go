@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -71,8 +70,8 @@ func TestCVMKeyRelease(t *testing.T) {
 	os.MkdirAll(site, 0o700)
 	os.MkdirAll(admin, 0o700)
 	agentBin := agenttest.BuildAgent(t, site)
-	initBin := buildStatic(t, admin, "flare-init", "github.com/flarekit/terraform-provider-flare/agent/cmd/flare-init")
-	probeBin := buildStatic(t, admin, "probe", "./testdata/probe")
+	initBin := agenttest.BuildStatic(t, admin, "flare-init", "github.com/flarekit/terraform-provider-flare/agent/cmd/flare-init")
+	probeBin := agenttest.BuildStatic(t, admin, "probe", "./testdata/probe")
 
 	p := newPKI(t, filepath.Join(admin, "pki"))
 	siteKit := p.kit(t, "site-1", "client", pki.Subject{CommonName: "site-1", Organization: "org-a"})
@@ -280,17 +279,6 @@ func guestKernel(t *testing.T) string {
 		agenttest.SkipOrFail(t, "no guest kernel with sev-guest and dm-crypt: `make guest-kernel` unpacks Debian's 6.12 cloud kernel into build/guest-kernel (or set FLARE_GUEST_KERNEL)")
 	}
 	return ks[len(ks)-1]
-}
-
-func buildStatic(t *testing.T, dir, name, pkg string) string {
-	t.Helper()
-	out := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", name, err, b)
-	}
-	return out
 }
 
 // dockerSave writes a `docker save` archive whose entrypoint is the probe.
