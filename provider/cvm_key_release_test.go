@@ -18,33 +18,12 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/flarekit/terraform-provider-flare/internal/cvm"
+	"github.com/flarekit/terraform-provider-flare/internal/cvm/cvmtest"
 	"github.com/flarekit/terraform-provider-flare/internal/luks"
 	"github.com/flarekit/terraform-provider-flare/internal/measure/measuretest"
 	"github.com/flarekit/terraform-provider-flare/kbs"
 	"github.com/flarekit/terraform-provider-flare/kbs/kbstest"
 )
-
-// fakeGuestKernel lays out <root>/boot/vmlinuz-<v> and
-// <root>/lib/modules/<v> with the modules the kit's own initrd takes (they
-// are copied and measured, never loaded here).
-func fakeGuestKernel(t *testing.T) string {
-	t.Helper()
-	root := t.TempDir()
-	v := "6.12.0-acc"
-	mods := filepath.Join(root, "lib/modules", v)
-	var dep strings.Builder
-	for _, n := range []string{"virtio_blk", "virtio_net", "nf_tables", "nft_ct", "configfs", "tsm", "sev-guest", "dm-crypt", "xts"} {
-		p := filepath.Join(mods, "kernel", n+".ko.xz")
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.WriteFile(p, []byte("module "+n), 0o644)
-		dep.WriteString("kernel/" + n + ".ko.xz:\n")
-	}
-	os.WriteFile(filepath.Join(mods, "modules.dep"), []byte(dep.String()), 0o644)
-	k := filepath.Join(root, "boot", "vmlinuz-"+v)
-	os.MkdirAll(filepath.Dir(k), 0o755)
-	os.WriteFile(k, bytes.Repeat([]byte("kernel"), 4096), 0o644)
-	return k
-}
 
 // TestAccCVMKit_KeyRelease builds a kit with its own initrd whose root key
 // goes to a flare-kbs directory store with the rule for the kit's
@@ -83,7 +62,7 @@ func testKeyRelease(t *testing.T, storeAttr string, openStore func() (kbs.Store,
 	if err != nil {
 		t.Fatal(err)
 	}
-	kernel := fakeGuestKernel(t)
+	kernel := cvmtest.FakeGuestKernel(t)
 	out := filepath.Join(dir, "cvm")
 	config := func(cmdline string) string {
 		return fmt.Sprintf(`

@@ -9,38 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flarekit/terraform-provider-flare/internal/cvm/cvmtest"
 	"github.com/flarekit/terraform-provider-flare/internal/guestconfig"
 )
-
-// fakeKernel lays out <root>/boot/vmlinuz-<v> and <root>/lib/modules/<v>
-// with the modules the kit's initrd asks for.
-func fakeKernel(t *testing.T) string {
-	t.Helper()
-	root := t.TempDir()
-	v := "6.12.0-test"
-	mods := filepath.Join(root, "lib/modules", v)
-	var dep strings.Builder
-	for _, n := range []string{"virtio_blk", "virtio_net", "nf_tables", "nft_ct", "nf_conntrack", "configfs", "tsm", "sev-guest", "dm-crypt", "dm-mod", "xts", "qemu_fw_cfg"} {
-		p := filepath.Join(mods, "kernel", n+".ko.xz")
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.WriteFile(p, []byte("module "+n), 0o644)
-		deps := ""
-		switch n {
-		case "nft_ct":
-			deps = " kernel/nf_conntrack.ko.xz kernel/nf_tables.ko.xz"
-		case "sev-guest":
-			deps = " kernel/tsm.ko.xz"
-		case "dm-crypt":
-			deps = " kernel/dm-mod.ko.xz"
-		}
-		dep.WriteString("kernel/" + n + ".ko.xz:" + deps + "\n")
-	}
-	os.WriteFile(filepath.Join(mods, "modules.dep"), []byte(dep.String()), 0o644)
-	k := filepath.Join(root, "boot", "vmlinuz-"+v)
-	os.MkdirAll(filepath.Dir(k), 0o755)
-	os.WriteFile(k, []byte("kernel"), 0o644)
-	return k
-}
 
 // staticELF is a static executable standing in for flare-init.
 func staticELF(t *testing.T) string {
@@ -91,7 +62,7 @@ func cpioFiles(t *testing.T, b []byte) map[string][]byte {
 }
 
 func TestOwnInitrd(t *testing.T) {
-	cfg := Config{Role: RoleClient, Kernel: fakeKernel(t), GuestInit: staticELF(t), EncryptRoot: true,
+	cfg := Config{Role: RoleClient, Kernel: cvmtest.FakeGuestKernel(t), GuestInit: staticELF(t), EncryptRoot: true,
 		AllowedOutPorts: []int{8002}, HostsEntries: map[string]string{"server1": "10.0.2.2"},
 		KeyRelease: &guestconfig.KeyRelease{URL: "https://10.0.2.2:8999", CACertPEM: "-----BEGIN CERTIFICATE-----\n"}}
 	b, g, err := cfg.OwnInitrd("site-1")
@@ -167,7 +138,7 @@ func drivesAsExpected(ds []guestconfig.Drive) bool {
 }
 
 func TestOwnInitrdValidation(t *testing.T) {
-	k := fakeKernel(t)
+	k := cvmtest.FakeGuestKernel(t)
 	dyn := "/bin/ls" // dynamically linked on Debian
 	for _, c := range []struct {
 		name  string
